@@ -1,0 +1,28 @@
+using Lasp2.Research.Verification;
+using Spectre.Console;
+
+namespace Lasp2.Cli.Commands;
+
+/// <summary>Renders verification results and turns them into an exit code.</summary>
+static class ResultTable
+{
+    public static Table Build(string title, IEnumerable<CheckResult> results)
+    {
+        var table = new Table().Title(title).AddColumns("check", "quantity", "max abs error", "max rel error", "tolerance", "result");
+        foreach (var r in results)
+            table.AddRow(Markup.Escape(r.Name), r.Quantity, r.Error.MaxAbs.ToString("0.00e+00"),
+                r.Error.MaxRel.ToString("0.00e+00"), r.Tolerance.ToString("0e+00"),
+                r.Passed ? "[green]pass[/]" : "[red]FAIL[/]");
+        return table;
+    }
+
+    /// <summary>Prints the totals; 0 when every check passed, 1 otherwise.</summary>
+    public static int Summarize(IReadOnlyCollection<CheckResult> results)
+    {
+        int failed = results.Count(r => !r.Passed);
+        AnsiConsole.MarkupLine(failed == 0
+            ? $"[green]all {results.Count} checks passed[/]"
+            : $"[red]{failed} of {results.Count} checks failed[/]");
+        return failed == 0 ? 0 : 1;
+    }
+}

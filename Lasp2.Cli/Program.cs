@@ -1,0 +1,12 @@
+using Lasp2.Cli.Commands;
+using Spectre.Console.Cli;
+
+// `lasp2`: a thin front over the library. Each command lives in Commands/ and calls Lasp2.Research.
+var app = new CommandApp();
+app.Configure(config =>
+{
+    config.SetApplicationName("lasp2");
+    config.AddCommand<VerifyCommand>("verify")
+          .WithDescription("Check every form and method against the single-device reference; exits non-zero on any failure.");
+});
+return app.Run(args);

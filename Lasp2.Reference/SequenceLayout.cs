@@ -1,0 +1,95 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lasp2.Reference;
+
+/// <summary>How a sequence of N tokens is laid out over W ranks.</summary>
+public enum Layout
+{
+    /// <summary>Rank t holds the contiguous chunk t of C = N / W tokens. Requires N % W == 0.</summary>
+    Contiguous,
+    /// <summary>
+    /// Load-balanced: the sequence is cut into 2W pieces of N / (2W) tokens and rank r holds pieces r and
+    /// 2W-1-r, in that order. Requires N % (2W) == 0.
+    /// </summary>
+    Zigzag,
+}
+
+/// <summary>A run of consecutive global tokens [Start, Start + Length) held by one rank.</summary>
+public readonly record struct Piece(long Start, long Length);
+
+/// <summary>
+/// Splitting a sequence (dimension 2 of [B, H, N, D] by default) into W rank shards and back, for both
+/// layouts. Used by every distributed method and by the tests, so the two cannot disagree.
+/// </summary>
+public static class SequenceLayout
+{
+    /// <summary>Throws unless N splits evenly for the layout (N % W, or N % 2W for zigzag).</summary>
+    public static void CheckDivisible(long n, int worldSize, Layout layout)
+    {
+        Guards.AtLeast(worldSize, 1, nameof(worldSize));
+        long parts = PiecesPerRank(layout) * worldSize;
+        if (n % parts != 0)
+            throw new ArgumentException(
+                layout == Layout.Zigzag
+                    ? $"sequence length {n} is not divisible by 2 * worldSize = {parts} (zigzag cuts it into 2W equal pieces)."
+                    : $"sequence length {n} is not divisible by worldSize = {worldSize} (each rank holds N / W tokens).",
+                "n");
+    }
+
+    /// <summary>Pieces per rank: 1 (contiguous) or 2 (zigzag).</summary>
+    public static int PiecesPerRank(Layout layout) => layout == Layout.Zigzag ? 2 : 1;
+
+    /// <summary>The global pieces rank <paramref name="rank"/> holds, in local order.</summary>
+    public static IReadOnlyList<Piece> Pieces(long n, int worldSize, int rank, Layout layout)
+    {
+        CheckDivisible(n, worldSize, layout);
+        if (rank < 0 || rank >= worldSize)
+            throw new ArgumentOutOfRangeException(nameof(rank), rank, $"rank must be in [0, {worldSize - 1}].");
+        if (layout == Layout.Contiguous)
+            return [new Piece(rank * (n / worldSize), n / worldSize)];
+        long piece = n / (2L * worldSize);
+        return [new Piece(rank * piece, piece), new Piece((2L * worldSize - 1 - rank) * piece, piece)];
+    }
+
+    /// <summary>Global token positions held by a rank, in local order: int64 [N / W].</summary>
+    public static Tensor Positions(long n, int worldSize, int rank, Layout layout, Device? device = null) =>
+        cat(Pieces(n, worldSize, rank, layout)
+                .Select(p => arange(p.Start, p.Start + p.Length, dtype: int64, device: device)).ToList(), 0);
+
+    /// <summary>The shard of rank <paramref name="rank"/>: a new tensor (differentiable) along <paramref name="dim"/>.</summary>
+    public static Tensor ShardOf(Tensor x, int worldSize, int rank, Layout layout, int dim = 2)
+    {
+        var pieces = Pieces(x.shape[dim], worldSize, rank, layout);
+        return cat(pieces.Select(p => x.narrow(dim, p.Start, p.Length)).ToList(), dim).clone();
+    }
+
+    /// <summary>All W shards, rank order.</summary>
+    public static Tensor[] Shard(Tensor x, int worldSize, Layout layout, int dim = 2) =>
+        Enumerable.Range(0, worldSize).Select(rank => ShardOf(x, worldSize, rank, layout, dim)).ToArray();
+
+    /// <summary>Inverse of <see cref="Shard"/>: puts every rank's tokens back in global order.</summary>
+    public static Tensor Unshard(IReadOnlyList<Tensor> shards, Layout layout, int dim = 2)
+    {
+        int worldSize = shards.Count;
+        Guards.AtLeast(worldSize, 1, nameof(shards));
+        long shardLength = shards[0].shape[dim];
+        for (int r = 1; r < worldSize; r++)
+            if (shards[r].shape[dim] != shardLength)
+                throw new ArgumentException(
+                    $"shard {r} has {shards[r].shape[dim]} tokens but shard 0 has {shardLength}; shards must be equal.", nameof(shards));
+        long n = shardLength * worldSize;
+        var ordered = new (long Start, Tensor Part)[PiecesPerRank(layout) * worldSize];
+        int slot = 0;
+        for (int rank = 0; rank < worldSize; rank++)
+        {
+            long offset = 0;
+            foreach (var piece in Pieces(n, worldSize, rank, layout))
+            {
+                ordered[slot++] = (piece.Start, shards[rank].narrow(dim, offset, piece.Length));
+                offset += piece.Length;
+            }
+        }
+        return cat(ordered.OrderBy(p => p.Start).Select(p => p.Part).ToList(), dim);
+    }
+}

@@ -1,0 +1,52 @@
+using Lasp2.Reference;
+using Lasp2.Research.Comm;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lasp2.Research.Attention;
+
+/// <summary>The attention kind a method computes.</summary>
+public enum AttentionKind
+{
+    /// <summary>Linear attention (with optional per-head decay).</summary>
+    Linear,
+    /// <summary>Softmax attention (with optional grouped-query KV heads).</summary>
+    Softmax,
+}
+
+/// <summary>Options shared by every sequence-parallel method; each method checks what it supports.</summary>
+/// <param name="Causal">Inclusive causal mask (true) or full bidirectional attention (false).</param>
+/// <param name="Decay">Per-head lambda in (0, 1] for linear attention; null means 1 for every head.</param>
+/// <param name="Layout">How the sequence is laid out over the ranks.</param>
+/// <param name="BlockSize">Block length of local chunked kernels (&gt;= 1).</param>
+public sealed record AttentionOptions(
+    bool Causal = true,
+    double[]? Decay = null,
+    Layout Layout = Layout.Contiguous,
+    int BlockSize = 64);
+
+/// <summary>What a method supports (checked before it runs, so unsupported options fail clearly).</summary>
+public sealed record MethodCapabilities(
+    AttentionKind Kind,
+    bool Causal,
+    bool Unmasked,
+    bool Decay,
+    IReadOnlyList<Layout> Layouts,
+    bool GroupedKv);
+
+/// <summary>
+/// A sequence-parallel attention method. Each rank calls <see cref="Forward"/> with its local shard
+/// q [B, H, N/W, Dk], k and v [B, Hkv, N/W, .] (laid out by <see cref="AttentionOptions.Layout"/>) and
+/// gets its shard of the output; backward runs through TorchSharp autograd.
+/// </summary>
+public interface ISequenceParallelAttention
+{
+    /// <summary>Registry name, e.g. "lasp2".</summary>
+    string Name { get; }
+
+    /// <summary>What the method supports.</summary>
+    MethodCapabilities Supports { get; }
+
+    /// <summary>This rank's output shard [B, H, N/W, Dv].</summary>
+    Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options);
+}
