@@ -1,0 +1,95 @@
+using static TorchSharp.torch;
+
+namespace Lasp2.Research.Bench;
+
+/// <summary>What every row of one run shares: the machine, its measured ceilings and the exact command.</summary>
+public sealed record BenchContext(MachineInfo Machine, IReadOnlyList<PeakMeasurement> Peaks, string Command, DateTime StartedUtc);
+
+/// <summary>
+/// One CSV row: a configuration and what it measured. Times are per iteration (forward + backward);
+/// an iteration's time is the slowest rank's. Traffic and collectives are per rank per iteration
+/// (the busiest rank); compute sums are over ranks (median over iterations).
+/// </summary>
+public sealed record BenchRow
+{
+    public required BenchCase Case { get; init; }
+    public required BenchContext Context { get; init; }
+    /// <summary>"ok", or why the configuration has no timings ("skipped: ...", "failed: ...").</summary>
+    public required string Status { get; init; }
+    public string MemoryMethod { get; init; } = "";
+    public double TimeMedian { get; init; } = double.NaN;
+    public double TimeMin { get; init; } = double.NaN;
+    public double TimeMax { get; init; } = double.NaN;
+    public double TimeP25 { get; init; } = double.NaN;
+    public double TimeP75 { get; init; } = double.NaN;
+    /// <summary>Sum over ranks of thread CPU time (meaningful with 1 thread per rank).</summary>
+    public double RankCpuSum { get; init; } = double.NaN;
+    /// <summary>Sum over ranks of wall time minus time blocked in communication.</summary>
+    public double RankBusySum { get; init; } = double.NaN;
+    public double CommWaitMean { get; init; } = double.NaN;
+    public double CommWaitMax { get; init; } = double.NaN;
+    public long BytesSentPerRank { get; init; }
+    public long BytesReceivedPerRank { get; init; }
+    public long CollectivesPerRank { get; init; }
+    /// <summary>Bytes the analytic model predicts each rank sends per iteration (NaN when none).</summary>
+    public double AnalyticBytesPerRank { get; init; } = double.NaN;
+    public long PeakMemoryPerRank { get; init; }
+    public long ProcessPeakBytes { get; init; }
+
+    public double Flops => FlopCount.ForwardBackward(Case.Algorithm, Case.Shape);
+    public double TokensPerSecond => Case.Shape.Batch * Case.Shape.SeqLen / TimeMedian;
+    public double GflopsPerSecond => Flops / TimeMedian / 1e9;
+    /// <summary>The measured libtorch ceiling for the threads this configuration could use in total.</summary>
+    public double PeakGflops => MatmulPeak.For(Context.Peaks, Case.Dtype, UsableThreads);
+    public double FractionOfPeak => GflopsPerSecond / PeakGflops;
+
+    int UsableThreads => Math.Min(Context.Machine.Cores, Case.ThreadsPerRank * Case.Shape.WorldSize);
+
+    /// <summary>Summarises every rank's samples (ranks in order; each with one sample per timed iteration).</summary>
+    public static BenchRow Measured(BenchCase benchCase, BenchContext context, IReadOnlyList<RankResult> ranks, string memoryMethod, double analyticBytesPerRank)
+    {
+        int iterations = ranks[0].Samples.Count;
+        var wall = Enumerable.Range(0, iterations).Select(i => ranks.Max(r => r.Samples[i].WallSeconds)).ToArray();
+        var last = ranks.Select(r => r.Samples[^1]).ToArray();
+        return new BenchRow
+        {
+            Case = benchCase,
+            Context = context,
+            Status = "ok",
+            MemoryMethod = memoryMethod,
+            TimeMedian = Quantile(wall, 0.5),
+            TimeMin = wall.Min(),
+            TimeMax = wall.Max(),
+            TimeP25 = Quantile(wall, 0.25),
+            TimeP75 = Quantile(wall, 0.75),
+            RankCpuSum = Median(i => ranks.Sum(r => r.Samples[i].CpuSeconds)),
+            RankBusySum = Median(i => ranks.Sum(r => r.Samples[i].WallSeconds - r.Samples[i].CommWaitSeconds)),
+            CommWaitMean = Median(i => ranks.Average(r => r.Samples[i].CommWaitSeconds)),
+            CommWaitMax = Median(i => ranks.Max(r => r.Samples[i].CommWaitSeconds)),
+            BytesSentPerRank = last.Max(s => s.BytesSent),
+            BytesReceivedPerRank = last.Max(s => s.BytesReceived),
+            CollectivesPerRank = last.Max(s => s.Collectives),
+            AnalyticBytesPerRank = analyticBytesPerRank,
+            PeakMemoryPerRank = ranks.Max(r => r.PeakMemoryBytes),
+            ProcessPeakBytes = ranks.Max(r => r.ProcessPeakBytes),
+        };
+
+        double Median(Func<int, double> perIteration) =>
+            Quantile(Enumerable.Range(0, iterations).Select(perIteration).ToArray(), 0.5);
+    }
+
+    /// <summary>A configuration without timings (skipped or failed), kept in the CSV so gaps are explained.</summary>
+    public static BenchRow Unmeasured(BenchCase benchCase, BenchContext context, string status) =>
+        new() { Case = benchCase, Context = context, Status = status };
+
+    /// <summary>Linear-interpolated quantile (p in [0, 1]) of a non-empty sample.</summary>
+    public static double Quantile(IReadOnlyList<double> values, double p)
+    {
+        if (values.Count == 0) throw new ArgumentException("need at least one value", nameof(values));
+        if (p is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(p), p, "quantile must be in [0, 1]");
+        var sorted = values.Order().ToArray();
+        double position = p * (sorted.Length - 1);
+        int lower = (int)Math.Floor(position), upper = (int)Math.Ceiling(position);
+        return sorted[lower] + (position - lower) * (sorted[upper] - sorted[lower]);
+    }
+}

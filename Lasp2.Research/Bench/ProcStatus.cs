@@ -1,0 +1,68 @@
+using System.Runtime.InteropServices;
+
+namespace Lasp2.Research.Bench;
+
+/// <summary>
+/// Resident-memory and CPU-time probes of the current process (Linux /proc and clock_gettime; elsewhere
+/// the probes return 0 / NaN and the CSV says so). Peak memory is the kernel's high-water mark of the
+/// resident set (VmHWM), which counts libtorch's native allocations once they are touched.
+/// </summary>
+public static partial class ProcStatus
+{
+    const string Status = "/proc/self/status";
+
+    /// <summary>Current resident set in bytes (VmRSS), 0 where unavailable.</summary>
+    public static long ResidentBytes() => Field("VmRSS:");
+
+    /// <summary>Peak resident set since start or the last <see cref="ResetPeak"/> (VmHWM), 0 where unavailable.</summary>
+    public static long PeakResidentBytes() => Field("VmHWM:");
+
+    /// <summary>
+    /// Resets the resident high-water mark to the current resident set (writes 5 to /proc/self/clear_refs).
+    /// Returns false where the kernel does not allow it; the peak then covers the whole process life.
+    /// </summary>
+    public static bool ResetPeak()
+    {
+        try
+        {
+            File.WriteAllText("/proc/self/clear_refs", "5");
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>CPU time consumed by the calling OS thread, in seconds (NaN off Linux).</summary>
+    public static double ThreadCpuSeconds()
+    {
+        if (!OperatingSystem.IsLinux()) return double.NaN;
+        const int clockThreadCpuTimeId = 3;
+        return clock_gettime(clockThreadCpuTimeId, out var ts) == 0 ? ts.Seconds + ts.Nanoseconds * 1e-9 : double.NaN;
+    }
+
+    /// <summary>Parses a "/proc" line such as "VmHWM:  123 kB" to its number of KiB.</summary>
+    public static long ParseKiB(string line)
+    {
+        var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        return parts.Length >= 2 && long.TryParse(parts[1], out var kib) ? kib : 0;
+    }
+
+    static long Field(string name)
+    {
+        if (!File.Exists(Status)) return 0;
+        var line = File.ReadLines(Status).FirstOrDefault(l => l.StartsWith(name, StringComparison.Ordinal));
+        return line is null ? 0 : ParseKiB(line) * 1024;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    struct TimeSpec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+
+    [LibraryImport("libc", EntryPoint = "clock_gettime")]
+    private static partial int clock_gettime(int clockId, out TimeSpec time);
+}
