@@ -8,7 +8,7 @@ namespace Lasp2.Research.Bench;
 /// Runs one rank function on W ranks and returns every rank's result, in rank order, to the caller
 /// (on every process for MPI, so all processes take the same sweep decisions).
 /// </summary>
-public interface IBenchBackend
+public interface IBenchBackend : IDisposable
 {
     /// <summary>"inproc" or "mpi".</summary>
     string Name { get; }
@@ -18,6 +18,9 @@ public interface IBenchBackend
 
     /// <summary>How peak memory per rank is measured, as written into the CSV.</summary>
     string MemoryMethod { get; }
+
+    /// <summary>The fixed world size of the backend (the MPI world), or null when any W can run.</summary>
+    int? WorldSize { get; }
 
     /// <summary>World sizes this backend can run.</summary>
     bool CanRun(int worldSize);
@@ -33,7 +36,9 @@ public sealed class InProcessBenchBackend(Func<int, IReadOnlyList<IProcessGroup>
     public string Name => "inproc";
     public bool IsReporter => true;
     public string MemoryMethod => "inproc: increase of the process peak RSS (VmHWM, reset before the case) over the RSS before it, divided by W";
+    public int? WorldSize => null;
     public bool CanRun(int worldSize) => worldSize >= 1;
+    public void Dispose() { }
 
     public IReadOnlyList<RankResult> Run(int worldSize, int threadsPerRank, Func<IProcessGroup, IReadOnlyList<RankSample>> rank)
     {
@@ -81,7 +86,9 @@ public sealed class MpiBenchBackend(IProcessGroup world) : IBenchBackend
     public string Name => "mpi";
     public bool IsReporter => world.Rank == 0;
     public string MemoryMethod => "mpi: per process, increase of peak RSS (VmHWM, reset before the case) over the RSS before it; max over ranks";
+    public int? WorldSize => world.WorldSize;
     public bool CanRun(int worldSize) => worldSize == world.WorldSize;
+    public void Dispose() => world.Dispose();
 
     public IReadOnlyList<RankResult> Run(int worldSize, int threadsPerRank, Func<IProcessGroup, IReadOnlyList<RankSample>> rank)
     {

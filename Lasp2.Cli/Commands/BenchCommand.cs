@@ -1,0 +1,210 @@
+using System.ComponentModel;
+using System.Diagnostics;
+using System.Globalization;
+using Lasp2.Research.Bench;
+using Microsoft.Data.Analysis;
+using Spectre.Console;
+using Spectre.Console.Cli;
+using TorchSharp;
+
+namespace Lasp2.Cli.Commands;
+
+/// <summary>
+/// `lasp2 bench`: every method side by side against the machine's measured matmul ceiling. Measures
+/// the ceiling, sweeps the plan with a progress display, appends the rows to a CSV in data/, prints a
+/// summary table and the issue-7 targets, and writes the Plotly charts from the whole CSV.
+/// Under MPI (`lasp2 launch -n W -- bench --backend mpi ...`) every rank runs the sweep; rank 0 reports.
+/// </summary>
+public sealed class BenchCommand : Command<BenchCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--methods <LIST>"), Description("Comma-separated method names, or 'all'. Default all.")]
+        public string Methods { get; init; } = "all";
+
+        [CommandOption("--seq <LIST>"), Description("Sequence lengths: a list (1K,4K) or a doubling range (1K..64K); K = 1024, M = 1048576. Default 1K..64K.")]
+        public string Seq { get; init; } = "1K..64K";
+
+        [CommandOption("--world <LIST>"), Description("World sizes W (>= 1). Default 1,2,4,8 (in-process); the MPI world size under MPI.")]
+        public string? World { get; init; }
+
+        [CommandOption("--backend <BACKEND>"), Description("inproc (ranks as threads) or mpi (inside `lasp2 launch`). Default inproc.")]
+        public string Backend { get; init; } = "inproc";
+
+        [CommandOption("--mask <LIST>"), Description("causal, none, or both (comma-separated). Default causal.")]
+        public string Mask { get; init; } = "causal";
+
+        [CommandOption("--dtype <LIST>"), Description("float32, float64 (comma-separated). Default float32.")]
+        public string Dtype { get; init; } = "float32";
+
+        [CommandOption("--batch <B>"), Description("Batch size (>= 1). Default 1.")]
+        public int Batch { get; init; } = 1;
+
+        [CommandOption("--heads <H>"), Description("Query heads (>= 1). Default 2.")]
+        public int Heads { get; init; } = 2;
+
+        [CommandOption("--kv-heads <HKV>"), Description("KV heads of softmax methods (divides --heads). Default = --heads.")]
+        public int? KvHeads { get; init; }
+
+        [CommandOption("--dim <D>"), Description("Head dimension d_k = d_v (>= 1). Default 64.")]
+        public int Dim { get; init; } = 64;
+
+        [CommandOption("--block <L>"), Description("Block length of chunked kernels (>= 1). Default 64.")]
+        public int Block { get; init; } = 64;
+
+        [CommandOption("--decay <LAMBDA>"), Description("One lambda in (0, 1] for every head of the linear methods; omit for basic linear attention.")]
+        public double? Decay { get; init; }
+
+        [CommandOption("--threads <T>"), Description("libtorch threads per rank (>= 1). Default: cores / W, at least 1.")]
+        public int? Threads { get; init; }
+
+        [CommandOption("--warmup <N>"), Description("Untimed iterations per configuration (>= 0). Default 1.")]
+        public int Warmup { get; init; } = 1;
+
+        [CommandOption("--iterations <N>"), Description("Timed iterations per configuration (>= 1). Default 5.")]
+        public int Iterations { get; init; } = 5;
+
+        [CommandOption("--max-seconds <S>"), Description("Stop a method's N sweep when an iteration is predicted to take longer (> 0). Default 10.")]
+        public double MaxSeconds { get; init; } = 10;
+
+        [CommandOption("--memory-gb <GB>"), Description("Stop a method's N sweep when all ranks together are predicted to need more (> 0). Default 60% of RAM.")]
+        public double? MemoryGb { get; init; }
+
+        [CommandOption("--out <CSV>"), Description("CSV to write. Default data/bench.csv.")]
+        public string Out { get; init; } = "data/bench.csv";
+
+        [CommandOption("--append"), Description("Append to --out (same schema) instead of replacing it; charts and targets use the whole file.")]
+        public bool Append { get; init; }
+
+        [CommandOption("--charts <DIR>"), Description("Directory for the HTML charts; 'none' for no charts. Default: the CSV's directory.")]
+        public string? Charts { get; init; }
+
+        [CommandOption("--peak-size <N>"), Description("Matrix side of the matmul-peak measurement (>= 64). Default 2048 (512 with --quick).")]
+        public int? PeakSize { get; init; }
+
+        [CommandOption("--report"), Description("Run nothing: read --out, print its summary and targets and redraw the charts.")]
+        public bool Report { get; init; }
+
+        [CommandOption("--quick"), Description("Smoke run in well under 2 minutes: N 1K..4K, W 1,2,4, float32 causal, d 32, 3 iterations (other options still apply on top).")]
+        public bool Quick { get; init; }
+
+        [CommandOption("--timeout <S>"), Description("Seconds a collective may wait before the run fails (> 0). Default 600.")]
+        public double Timeout { get; init; } = 600;
+
+        public override ValidationResult Validate()
+        {
+            if (Backend is not ("inproc" or "mpi")) return ValidationResult.Error($"--backend must be inproc or mpi; got '{Backend}'.");
+            if (Batch < 1 || Heads < 1 || Dim < 1 || Block < 1) return ValidationResult.Error("--batch, --heads, --dim and --block must be >= 1.");
+            if (KvHeads is { } kv && (kv < 1 || Heads % kv != 0)) return ValidationResult.Error($"--kv-heads must be >= 1 and divide --heads ({Heads}); got {kv}.");
+            if (Decay is { } d && d is <= 0 or > 1) return ValidationResult.Error($"--decay must be in (0, 1]; got {d}.");
+            if (Threads is < 1) return ValidationResult.Error($"--threads must be >= 1; got {Threads}.");
+            if (Warmup < 0 || Iterations < 1) return ValidationResult.Error("--warmup must be >= 0 and --iterations >= 1.");
+            if (MaxSeconds <= 0 || MemoryGb is <= 0 || Timeout <= 0) return ValidationResult.Error("--max-seconds, --memory-gb and --timeout must be > 0.");
+            if (PeakSize is < 64) return ValidationResult.Error($"--peak-size must be >= 64; got {PeakSize}.");
+            try
+            {
+                _ = SweepArguments.Lengths(Seq);
+                _ = SweepArguments.Integers(World ?? "1", "--world");
+                _ = SweepArguments.Masks(Mask);
+                _ = SweepArguments.Dtypes(Dtype);
+            }
+            catch (ArgumentException e)
+            {
+                return ValidationResult.Error(e.Message);
+            }
+            return ValidationResult.Success();
+        }
+    }
+
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        if (settings.Report) return Report(settings, BenchCsv.Load(settings.Out));
+        var watch = Stopwatch.StartNew();
+        using var backend = BenchBackends.Create(settings.Backend, TimeSpan.FromSeconds(settings.Timeout));
+        var methods = BenchMethods.All();
+        var plan = Plan(settings, methods.Keys, backend);
+        bool reporter = backend.IsReporter;
+
+        var peaks = MatmulPeak.Measure([1, 2], settings.PeakSize ?? (settings.Quick ? 512 : 2048), settings.Quick ? 3 : 8);
+        var runContext = new BenchContext(MachineInfo.Current(), peaks, "lasp2 " + string.Join(' ', context.Arguments.Select(Quote)), DateTime.UtcNow);
+        if (reporter) AnsiConsole.Write(PeakTable(runContext));
+
+        BenchSweep Sweep(Action<BenchCase, int, int>? progress) => new(backend, methods, runContext) { Progress = progress };
+        IReadOnlyList<BenchRow> rows = [];
+        if (reporter && !Console.IsOutputRedirected)
+            AnsiConsole.Progress().Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+                .Start(progress =>
+                {
+                    var task = progress.AddTask("bench");
+                    rows = Sweep((c, done, total) => { task.MaxValue = total; task.Value = done; task.Description = Markup.Escape(c.Label); }).Run(plan);
+                    task.Value = task.MaxValue;
+                });
+        else
+            rows = Sweep(reporter ? (c, done, total) => Console.WriteLine($"[{done + 1}/{total}] {c.Label}") : null).Run(plan);
+        if (!reporter) return 0;
+
+        BenchCsv.Write(settings.Out, rows, settings.Append);
+        AnsiConsole.Write(FrameTable("This run", BenchFrame.Summary(BenchFrame.From(rows))));
+        AnsiConsole.MarkupLine($"wrote {rows.Count} rows to [bold]{Markup.Escape(settings.Out)}[/] in {watch.Elapsed.TotalSeconds:0.0} s");
+        return Report(settings, BenchCsv.Load(settings.Out), summary: false);
+    }
+
+    static int Report(Settings settings, DataFrame frame, bool summary = true)
+    {
+        if (summary) AnsiConsole.Write(FrameTable(settings.Out, BenchFrame.Summary(frame)));
+        var targets = new Table().Title("Targets (issue 7; benchmark outputs, not tests)").AddColumns("target", "measured", "bound", "verdict", "basis");
+        foreach (var t in BenchTargets.Evaluate(frame))
+            targets.AddRow(Markup.Escape(t.Name), t.Value.ToString("0.000", CultureInfo.InvariantCulture),
+                (t.AtLeast ? ">= " : "<= ") + t.Limit.ToString("0.00", CultureInfo.InvariantCulture),
+                t.Verdict switch { "met" => "[green]met[/]", "missed" => "[red]missed[/]", _ => "[grey]not measured[/]" },
+                Markup.Escape(t.Basis));
+        AnsiConsole.Write(targets);
+        string charts = settings.Charts ?? Path.GetDirectoryName(Path.GetFullPath(settings.Out))!;
+        if (charts != "none")
+            foreach (var path in BenchCharts.Save(frame, charts))
+                AnsiConsole.MarkupLine($"chart [bold]{Markup.Escape(path)}[/]");
+        return 0;
+    }
+
+    static Table PeakTable(BenchContext run)
+    {
+        var m = run.Machine;
+        var table = new Table().Title($"{Markup.Escape(m.Cpu)}, {m.Cores} cores, {m.MemoryBytes / (1L << 30)} GiB; {Markup.Escape(m.Os)}; {Markup.Escape(m.DotNet)}; TorchSharp {m.TorchSharp}, libtorch {m.LibTorch}")
+            .AddColumns("dtype", "threads", "n", "libtorch matmul peak GFLOP/s");
+        foreach (var p in run.Peaks) table.AddRow(p.Dtype.ToString(), p.Threads.ToString(CultureInfo.InvariantCulture), p.Size.ToString(CultureInfo.InvariantCulture), p.GflopsPerSecond.ToString("0.0", CultureInfo.InvariantCulture));
+        table.Caption($"published physical fp32 ceiling of the project's 2-core AVX-512 machines (OpenBLAS, platform.md): {MatmulPeak.PublishedPhysicalFp32Gflops} GFLOP/s");
+        return table;
+    }
+
+    static Table FrameTable(string title, DataFrame frame)
+    {
+        var table = new Table().Title(Markup.Escape(title));
+        foreach (var column in frame.Columns) table.AddColumn(column.Name);
+        foreach (var row in frame.Rows)
+            table.AddRow(row.Select(cell => Markup.Escape(cell switch
+            {
+                double d when double.IsNaN(d) => "-",
+                double d => Math.Abs(d) >= 1000 || d == Math.Floor(d) ? d.ToString("0", CultureInfo.InvariantCulture) : d.ToString("0.###", CultureInfo.InvariantCulture),
+                var other => other?.ToString() ?? "",
+            })).ToArray());
+        return table;
+    }
+
+    static string Quote(string argument) => argument.Contains(' ') ? $"\"{argument}\"" : argument;
+
+    // The plan: the options as given, with --quick's small defaults where an option was left at its default.
+    static SweepPlan Plan(Settings s, IEnumerable<string> known, IBenchBackend backend)
+    {
+        bool quick = s.Quick;
+        var methods = s.Methods == "all" ? known.ToList() : SweepArguments.List(s.Methods);
+        string world = s.World ?? (s.Backend == "mpi" ? backend.WorldSize.ToString(CultureInfo.InvariantCulture) : quick ? "1,2,4" : "1,2,4,8");
+        return new SweepPlan(methods,
+            SweepArguments.Lengths(quick && s.Seq == "1K..64K" ? "1K..4K" : s.Seq),
+            SweepArguments.Integers(world, "--world"),
+            SweepArguments.Masks(s.Mask), SweepArguments.Dtypes(s.Dtype),
+            s.Batch, s.Heads, s.KvHeads ?? s.Heads, quick && s.Dim == 64 ? 32 : s.Dim, s.Block, s.Threads,
+            s.Warmup, quick && s.Iterations == 5 ? 3 : s.Iterations, s.MaxSeconds,
+            (s.MemoryGb ?? 0.6 * MachineInfo.Current().MemoryBytes / 1e9) * 1e9,
+            s.Decay is { } d ? Enumerable.Repeat(d, s.Heads).ToArray() : null);
+    }
+}
