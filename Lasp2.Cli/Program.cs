@@ -8,5 +8,7 @@ app.Configure(config =>
     config.SetApplicationName("lasp2");
     config.AddCommand<VerifyCommand>("verify")
           .WithDescription("Check every form and method against the single-device reference; exits non-zero on any failure.");
+    config.AddCommand<BenchCommand>("bench")
+          .WithDescription("Benchmark every method against the measured matmul peak; CSV and HTML charts in data/.");
 });
 return app.Run(args);

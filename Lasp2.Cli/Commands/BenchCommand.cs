@@ -197,7 +197,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
     {
         bool quick = s.Quick;
         var methods = s.Methods == "all" ? known.ToList() : SweepArguments.List(s.Methods);
-        string world = s.World ?? (s.Backend == "mpi" ? backend.WorldSize.ToString(CultureInfo.InvariantCulture) : quick ? "1,2,4" : "1,2,4,8");
+        string world = s.World ?? (s.Backend == "mpi" ? backend.WorldSize?.ToString(CultureInfo.InvariantCulture) ?? "1" : quick ? "1,2,4" : "1,2,4,8");
         return new SweepPlan(methods,
             SweepArguments.Lengths(quick && s.Seq == "1K..64K" ? "1K..4K" : s.Seq),
             SweepArguments.Integers(world, "--world"),

@@ -29,9 +29,9 @@ public interface IBenchBackend : IDisposable
     IReadOnlyList<RankResult> Run(int worldSize, int threadsPerRank, Func<IProcessGroup, IReadOnlyList<RankSample>> rank);
 }
 
-/// <summary>W ranks as threads of this process, one in-process group each.</summary>
-/// <param name="createGroups">Creates the W groups of one in-process world, in rank order.</param>
-public sealed class InProcessBenchBackend(Func<int, IReadOnlyList<IProcessGroup>> createGroups) : IBenchBackend
+/// <summary>W ranks as threads of this process (<see cref="ProcessGroups.RunInProcess{T}"/>).</summary>
+/// <param name="timeout">How long a collective may wait before the run fails.</param>
+public sealed class InProcessBenchBackend(TimeSpan timeout) : IBenchBackend
 {
     public string Name => "inproc";
     public bool IsReporter => true;
@@ -43,28 +43,11 @@ public sealed class InProcessBenchBackend(Func<int, IReadOnlyList<IProcessGroup>
     public IReadOnlyList<RankResult> Run(int worldSize, int threadsPerRank, Func<IProcessGroup, IReadOnlyList<RankSample>> rank)
     {
         torch.set_num_threads(threadsPerRank);
-        var groups = createGroups(worldSize);
-        try
-        {
-            long baseline = MemoryBaseline();
-            var tasks = groups.Select(g => Task.Factory.StartNew(() => rank(g), TaskCreationOptions.LongRunning)).ToArray();
-            try
-            {
-                Task.WaitAll(tasks);
-            }
-            catch (AggregateException e)
-            {
-                // The first failing rank makes the others fail fast with "abandoned"; report the root cause.
-                throw e.InnerExceptions.FirstOrDefault(x => x is not OperationCanceledException) ?? e.InnerExceptions[0];
-            }
-            long peak = ProcStatus.PeakResidentBytes();
-            long perRank = Math.Max(0, peak - baseline) / worldSize;
-            return tasks.Select(t => new RankResult(t.Result, perRank, peak)).ToArray();
-        }
-        finally
-        {
-            foreach (var g in groups) g.Dispose();
-        }
+        long baseline = MemoryBaseline();
+        var samples = ProcessGroups.RunInProcess(worldSize, rank, timeout, threadsPerRank);
+        long peak = ProcStatus.PeakResidentBytes();
+        long perRank = Math.Max(0, peak - baseline) / worldSize;
+        return samples.Select(s => new RankResult(s, perRank, peak)).ToArray();
     }
 
     /// <summary>Collects garbage (finalizers free native tensors), resets the peak and returns the resident set.</summary>

@@ -27,7 +27,7 @@ public static class BenchCharts
                 PerSeries(atW, "seq_len", "time_median_s")).WithLogX().WithLogY(),
             ["bytes-vs-n"] = Charts.Charts.Line($"Bytes sent per rank per iteration, measured and analytic {suffix}", "sequence length N", "bytes",
                 [.. PerSeries(atW.Where(r => Number(r, "world_size") > 1), "seq_len", "bytes_sent_per_rank"),
-                 .. PerSeries(atW.Where(r => Number(r, "world_size") > 1), "seq_len", "analytic_bytes_per_rank", " (analytic)")]).WithLogX().WithLogY(),
+                 .. PerSeries(atW.Where(r => Number(r, "world_size") > 1), "seq_len", "analytic_bytes_sent_per_rank", " (analytic)")]).WithLogX().WithLogY(),
             ["fraction-of-peak"] = Charts.Charts.Line($"Fraction of the measured libtorch matmul peak {suffix}", "sequence length N", "achieved / peak GFLOP/s",
                 PerSeries(atW, "seq_len", "fraction_of_peak")).WithLogX(),
         };

@@ -52,7 +52,7 @@ public static class BenchFrame
             Num("gflops", r => Number(r, "gflops_per_s")),
             Num("of_peak", r => Number(r, "fraction_of_peak")),
             Num("sent_KiB", r => Number(r, "bytes_sent_per_rank") / 1024),
-            Num("analytic_KiB", r => Number(r, "analytic_bytes_per_rank") / 1024),
+            Num("analytic_KiB", r => Number(r, "analytic_bytes_sent_per_rank") / 1024),
             Num("collectives", r => Number(r, "collectives_per_rank")),
             Num("comm_wait_ms", r => 1e3 * Number(r, "comm_wait_mean_s")),
             Num("mem_MiB", r => Number(r, "peak_mem_per_rank_bytes") / (1 << 20)));

@@ -31,8 +31,10 @@ public sealed record BenchRow
     public long BytesSentPerRank { get; init; }
     public long BytesReceivedPerRank { get; init; }
     public long CollectivesPerRank { get; init; }
-    /// <summary>Bytes the analytic model predicts each rank sends per iteration (NaN when none).</summary>
-    public double AnalyticBytesPerRank { get; init; } = double.NaN;
+    /// <summary>Bytes the analytic model predicts the busiest rank sends per iteration (NaN when none).</summary>
+    public double AnalyticBytesSentPerRank { get; init; } = double.NaN;
+    /// <summary>Bytes the analytic model predicts the busiest rank receives per iteration (NaN when none).</summary>
+    public double AnalyticBytesReceivedPerRank { get; init; } = double.NaN;
     public long PeakMemoryPerRank { get; init; }
     public long ProcessPeakBytes { get; init; }
 
@@ -46,7 +48,7 @@ public sealed record BenchRow
     int UsableThreads => Math.Min(Context.Machine.Cores, Case.ThreadsPerRank * Case.Shape.WorldSize);
 
     /// <summary>Summarises every rank's samples (ranks in order; each with one sample per timed iteration).</summary>
-    public static BenchRow Measured(BenchCase benchCase, BenchContext context, IReadOnlyList<RankResult> ranks, string memoryMethod, double analyticBytesPerRank)
+    public static BenchRow Measured(BenchCase benchCase, BenchContext context, IReadOnlyList<RankResult> ranks, string memoryMethod, (double Sent, double Received) analyticBytes)
     {
         int iterations = ranks[0].Samples.Count;
         var wall = Enumerable.Range(0, iterations).Select(i => ranks.Max(r => r.Samples[i].WallSeconds)).ToArray();
@@ -69,7 +71,8 @@ public sealed record BenchRow
             BytesSentPerRank = last.Max(s => s.BytesSent),
             BytesReceivedPerRank = last.Max(s => s.BytesReceived),
             CollectivesPerRank = last.Max(s => s.Collectives),
-            AnalyticBytesPerRank = analyticBytesPerRank,
+            AnalyticBytesSentPerRank = analyticBytes.Sent,
+            AnalyticBytesReceivedPerRank = analyticBytes.Received,
             PeakMemoryPerRank = ranks.Max(r => r.PeakMemoryBytes),
             ProcessPeakBytes = ranks.Max(r => r.ProcessPeakBytes),
         };

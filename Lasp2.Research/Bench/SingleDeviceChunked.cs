@@ -1,0 +1,56 @@
+using Lasp2.Reference;
+using Lasp2.Research.Attention;
+using Lasp2.Research.Comm;
+using TorchSharp;
+using static TorchSharp.torch;
+using Kernel = Lasp2.Research.Kernels.ChunkedLinearAttention;
+
+namespace Lasp2.Research.Bench;
+
+/// <summary>
+/// The single-device chunked kernel (Kernels/ChunkedLinearAttention) as a benchmark method "chunked":
+/// its forward, and its hand-written backward as the autograd backward, on a group of one rank. No
+/// communication; the baseline every distributed linear method is measured against.
+/// </summary>
+public sealed class SingleDeviceChunked : ISequenceParallelAttention
+{
+    public string Name => "chunked";
+
+    public MethodCapabilities Supports { get; } =
+        new(AttentionKind.Linear, Causal: true, Unmasked: true, Decay: true, [Layout.Contiguous], GroupedKv: false);
+
+    /// <summary>Output [B,H,N,Dv] of q, k [B,H,N,Dk], v [B,H,N,Dv] on a one-rank <paramref name="group"/>.</summary>
+    public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        ArgumentNullException.ThrowIfNull(options);
+        if (group.WorldSize != 1)
+            throw new ArgumentException($"{Name} is the single-device kernel: it needs a group of 1 rank, got {group.WorldSize}.", nameof(group));
+        Kernel.Check(q, k, v, options.Decay, options.BlockSize, options.Causal);
+        return KernelFunction.apply(q, k, v, options);
+    }
+
+    /// <summary>Autograd glue: forward and backward are the kernel's.</summary>
+    sealed class KernelFunction : autograd.SingleTensorFunction<KernelFunction>
+    {
+        public override string Name => nameof(KernelFunction);
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var (q, k, v, options) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (AttentionOptions)vars[3]);
+            ctx.save_for_backward([q, k, v]);
+            ctx.save_data("options", options);
+            using var scope = NewDisposeScope();
+            return Kernel.Forward(q, k, v, options.Decay, options.BlockSize, options.Causal).Output.MoveToOuterDisposeScope();
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor dO)
+        {
+            var options = (AttentionOptions)ctx.get_data("options");
+            var saved = ctx.get_saved_variables();
+            using var scope = NewDisposeScope();
+            var (dq, dk, dv, _) = Kernel.Backward(saved[0], saved[1], saved[2], dO, options.Decay, options.BlockSize, options.Causal);
+            return [dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(), dv.MoveToOuterDisposeScope(), null!];
+        }
+    }
+}
