@@ -19,7 +19,7 @@ public class BaselinesEqualReferenceTests
     {
         Prop.ForAll(BaselineCases.For(method), config =>
         {
-            var report = DistributedChecks.RunInProcess(config);
+            var report = DistributedChecks.RunInProcess(config)[0];
             Assert.Equal(4, report.Checks.Count);
             foreach (var check in report.Checks)
                 Assert.True(check.Passed,

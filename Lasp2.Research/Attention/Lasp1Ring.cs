@@ -27,7 +27,7 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);
-        return ChainFunction.apply(group, new Chain(group, options.Layout, decay, options.BlockSize, q), q, k, v)[0];
+        return ChainFunction.apply(new Chain(group, options.Layout, decay, options.BlockSize, q), q, k, v)[0];
     }
 
     /// <summary>The rank holding each global piece, in sequence order (W pieces contiguous, 2W zigzag).</summary>
