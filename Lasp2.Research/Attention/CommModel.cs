@@ -120,7 +120,7 @@ public static class CommModel
     /// </summary>
     static (long Sends, long Receives, long Hops) ChainHops(CommShape shape, int rank)
     {
-        var owners = PieceOwners(shape.WorldSize, shape.Layout);
+        var owners = Lasp1Ring.PieceOwners(shape.WorldSize, shape.Layout);
         long sends = 0, receives = 0, hops = 0;
         for (int piece = 1; piece < owners.Length; piece++)
         {
@@ -131,11 +131,6 @@ public static class CommModel
         }
         return (sends, receives, hops);
     }
-
-    /// <summary>The rank holding each global piece, in sequence order (W pieces contiguous, 2W zigzag).</summary>
-    public static int[] PieceOwners(int worldSize, Layout layout) =>
-        Enumerable.Range(0, SequenceLayout.PiecesPerRank(layout) * worldSize)
-                  .Select(piece => piece < worldSize ? piece : 2 * worldSize - 1 - piece).ToArray();
 
     static DirectionPrediction Direction(long steps, params (string Kind, long Calls, long Sent, long Received)[] calls) =>
         new(calls.Where(c => c.Calls > 0).Select(c => new CommCallPrediction(c.Kind, c.Calls, c.Sent, c.Received)).ToList(),
