@@ -16,7 +16,7 @@ public sealed record DistributedCase(int Batch, int Heads, int PieceLength, int 
     public int Seq => PieceLength * WorldSize * SequenceLayout.PiecesPerRank(Layout);
 
     public DistributedCheckConfig Config(string method = "lasp2") =>
-        new(method, WorldSize, Causal, Decay, Layout, ScalarType.Float64, Batch, Heads, Heads, Seq, DimK, DimV, BlockSize, Seed);
+        new(method, WorldSize, Causal, Decay, Layout, torch.ScalarType.Float64, Batch, Heads, Heads, Seq, DimK, DimV, BlockSize, Seed);
 
     public override string ToString() =>
         $"W={WorldSize} {Layout} {(Causal ? "causal" : "no mask")} decay={Decay} B={Batch} H={Heads} N={Seq} Dk={DimK} Dv={DimV} block={BlockSize} seed={Seed}";

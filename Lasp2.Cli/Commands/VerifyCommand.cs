@@ -7,6 +7,7 @@ using Lasp2.Research.Verification;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using TorchSharp;
+using Layout = Lasp2.Reference.Layout;
 
 namespace Lasp2.Cli.Commands;
 
@@ -82,9 +83,10 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 150); // logs: no wrapping
         var results = new List<CheckResult>();
         bool mpi = settings.Backend == "mpi";
-        using var mpiGroup = mpi ? ProcessGroups.Mpi() : null;
+        using var mpiGroup = mpi ? OpenMpi() : null;
         bool print = mpiGroup is null || mpiGroup.Rank == 0;
         if (settings.Method is null && !mpi)
         {
@@ -129,16 +131,16 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
     /// <summary>The configurations selected by the options; unspecified axes take the representative sweep.</summary>
     static IEnumerable<DistributedCheckConfig> Sweep(Settings s, int? mpiWorldSize)
     {
-        var methods = s.Method is null or "all" ? MethodRegistry.Names : [MethodRegistry.Get(s.Method).Name];
-        var worlds = mpiWorldSize is int w ? [w] : ParseWorld(s.World ?? "1,2,4,8")!;
+        IReadOnlyList<string> methods = s.Method is null or "all" ? MethodRegistry.Names : [MethodRegistry.Get(s.Method).Name];
+        int[] worlds = mpiWorldSize is int w ? [w] : ParseWorld(s.World ?? "1,2,4,8")!;
         if (mpiWorldSize is int size && s.World is not null && ParseWorld(s.World)!.Any(x => x != size))
             throw new ArgumentException($"--world {s.World} does not match the MPI job of {size} ranks; omit --world or pass {size}.");
-        var masks = s.Mask is null ? [true, false] : new[] { s.Mask == "causal" };
-        var layouts = s.Layout is null ? [Layout.Contiguous, Layout.Zigzag] : new[] { Enum.Parse<Layout>(s.Layout, ignoreCase: true) };
+        bool[] masks = s.Mask is null ? [true, false] : [s.Mask == "causal"];
+        Layout[] layouts = s.Layout is null ? [Layout.Contiguous, Layout.Zigzag] : [Enum.Parse<Layout>(s.Layout, ignoreCase: true)];
         foreach (var method in methods)
             foreach (int worldSize in worlds)
                 foreach (bool causal in masks)
-                    foreach (double decay in !causal ? [1.0] : s.Decay is { } d ? [d] : [0.9, 1.0])
+                    foreach (double decay in (double[])(!causal ? [1.0] : s.Decay is { } d ? [d] : [0.9, 1.0]))
                         foreach (var layout in layouts)
                             yield return new DistributedCheckConfig(method, worldSize, causal, decay, layout, ParseDtype(s.Dtype),
                                 s.Batch, s.Heads, s.KvHeads ?? s.Heads, s.Seq ?? 112, s.Dim ?? 16, s.Dim ?? 12, s.Block, s.Seed);
@@ -146,29 +148,37 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
 
     sealed record DistributedRow(DistributedReport? Report, OverlapTotals? Overlap, string? Error);
 
-    static Table DistributedTable(IEnumerable<DistributedRow> rows, string backend)
+    static Table DistributedTable(IReadOnlyList<DistributedRow> rows, string backend)
     {
-        var table = new Table().Title($"Distributed methods vs reference ({backend}; max relative error, collectives of rank 0 per fwd+bwd)")
-            .AddColumns("configuration", "O", "dQ", "dK", "dV", "tolerance", "collectives (rank 0)", "hidden", "result");
+        var first = rows.Select(r => r.Report?.Config).FirstOrDefault(c => c is not null);
+        string shape = first is null ? "" : $"{first.Dtype.ToString().ToLowerInvariant()}, B={first.Batch} H={first.Heads} N={first.Seq} " +
+                                            $"Dk={first.DimK} Dv={first.DimV} block={first.BlockSize}";
+        var table = new Table()
+            .Title($"Distributed methods vs reference ({backend}; {shape}): max relative error; rank 0's collectives per fwd+bwd")
+            .AddColumns("method", "W", "mask", "decay", "layout", "O", "dQ", "dK", "dV", "tol", "collectives", "hidden", "result");
         foreach (var row in rows)
         {
             if (row.Report is not { } report)
             {
-                table.AddRow(new Markup($"[red]{Markup.Escape(row.Error ?? "")}[/]"), new Text(""), new Text(""), new Text(""),
-                             new Text(""), new Text(""), new Text(""), new Text(""), new Markup("[red]ERROR[/]"));
+                table.AddRow([new Markup($"[red]{Markup.Escape(row.Error ?? "")}[/]"), .. Enumerable.Repeat(new Text(""), 11),
+                              new Markup("[red]ERROR[/]")]);
                 continue;
             }
-            var errors = report.Checks.Select(c => c.Error.MaxRel.ToString("0.0e+00", CultureInfo.InvariantCulture));
+            var c = report.Config;
+            var errors = report.Checks.Select(check => check.Error.MaxRel.ToString("0.0e0", CultureInfo.InvariantCulture));
             string comm = report.Comm.Count == 0 ? "none" : string.Join(", ", report.Comm.Select(r =>
-                $"{r.Kind} x{r.Calls} ({r.BytesReceived:N0} B in)"));
+                $"{r.Calls} {r.Kind}, {r.BytesReceived / 1024.0:0.#} KiB in"));
             string hidden = row.Overlap is { Calls: > 0 } o ? o.HiddenFraction.ToString("P0", CultureInfo.InvariantCulture) : "-";
-            bool passed = report.Checks.All(c => c.Passed);
-            table.AddRow([Markup.Escape(report.Config.Label), .. errors,
-                report.Checks[0].Tolerance.ToString("0e+00", CultureInfo.InvariantCulture), comm, hidden,
-                passed ? "[green]pass[/]" : "[red]FAIL[/]"]);
+            table.AddRow([c.Method, c.WorldSize.ToString(CultureInfo.InvariantCulture), c.Causal ? "causal" : "none",
+                c.HeadDecays() is null ? "1" : c.Decay.ToString("0.###", CultureInfo.InvariantCulture),
+                c.Layout.ToString().ToLowerInvariant(), .. errors,
+                report.Checks[0].Tolerance.ToString("0e0", CultureInfo.InvariantCulture), Markup.Escape(comm), hidden,
+                report.Checks.All(check => check.Passed) ? "[green]pass[/]" : "[red]FAIL[/]"]);
         }
         return table;
     }
+
+    static IProcessGroup OpenMpi() => throw new NotSupportedException("the MPI backend is not merged yet");
 
     static int[]? ParseWorld(string list)
     {

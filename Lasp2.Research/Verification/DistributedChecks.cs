@@ -36,6 +36,7 @@ public sealed record DistributedTensors(IReadOnlyDictionary<string, Tensor> ByNa
 public sealed record MethodRun(Tensor O, Tensor DQ, Tensor DK, Tensor DV, IReadOnlyList<CommRecord> Comm);
 
 /// <summary>Result of one distributed verification on one rank.</summary>
+/// <param name="Config">What ran.</param>
 /// <param name="Checks">O, dQ, dK, dV of the method against the reference (identical on every rank).</param>
 /// <param name="Comm">This rank's collectives during the method's forward + backward only.</param>
 /// <param name="Tensors">All global tensors, when asked for (for --dump).</param>
