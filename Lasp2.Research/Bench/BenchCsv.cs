@@ -58,6 +58,7 @@ public static class BenchCsv
         Number("collectives_per_rank", r => r.CollectivesPerRank),
         Number("analytic_bytes_sent_per_rank", r => r.AnalyticBytesSentPerRank),
         Number("analytic_bytes_received_per_rank", r => r.AnalyticBytesReceivedPerRank),
+        Text("analytic_match", r => r.AnalyticMatch),
         Number("peak_mem_per_rank_bytes", r => r.PeakMemoryPerRank),
         Number("process_peak_rss_bytes", r => r.ProcessPeakBytes),
         Text("memory_method", r => r.MemoryMethod),

@@ -45,7 +45,7 @@ public static class BenchFrame
         return new DataFrame(
             Str("method", "method"), Str("backend", "backend"),
             Num("W", r => Number(r, "world_size")), Num("N", r => Number(r, "seq_len")),
-            Str("mask", "mask"), Str("dtype", "dtype"), Str("status", "status"),
+            Str("mask", "mask"), Str("dtype", "dtype"), new StringDataFrameColumn("status", rows.Select(r => Text(r, "status") is var t && t.Length > 40 ? t[..40] + "..." : t)),
             Num("time_ms", r => 1e3 * Number(r, "time_median_s")),
             Num("iqr_ms", r => 1e3 * (Number(r, "time_p75_s") - Number(r, "time_p25_s"))),
             Num("tokens_per_s", r => Number(r, "tokens_per_s")),
@@ -53,6 +53,7 @@ public static class BenchFrame
             Num("of_peak", r => Number(r, "fraction_of_peak")),
             Num("sent_KiB", r => Number(r, "bytes_sent_per_rank") / 1024),
             Num("analytic_KiB", r => Number(r, "analytic_bytes_sent_per_rank") / 1024),
+            Str("model", "analytic_match"),
             Num("collectives", r => Number(r, "collectives_per_rank")),
             Num("comm_wait_ms", r => 1e3 * Number(r, "comm_wait_mean_s")),
             Num("mem_MiB", r => Number(r, "peak_mem_per_rank_bytes") / (1 << 20)));

@@ -31,13 +31,12 @@ public static class BenchMethods
         : method.Name is "lasp1" or "lasp2" or BenchTargets.Chunked ? FlopAlgorithm.ChunkedLinear
         : FlopAlgorithm.LeftProductLinear;
 
-    /// <summary>Analytic bytes sent and received per iteration (forward + backward) by the busiest rank.</summary>
-    public static (double Sent, double Received) Analytic(string method, BenchShape shape, int elementSize)
+    /// <summary>Analytic bytes sent and received per iteration (forward + backward) by each rank, in rank order.</summary>
+    public static IReadOnlyList<(long Sent, long Received)> Analytic(string method, BenchShape shape, int elementSize)
     {
         var commShape = new CommShape(shape.Batch, shape.Heads, shape.KvHeads, shape.SeqLen, shape.HeadDim, shape.HeadDim,
             shape.WorldSize, elementSize, Layout.Contiguous, shape.Causal);
-        var ranks = Enumerable.Range(0, shape.WorldSize).Select(rank => CommModel.Predict(method, commShape, rank)).ToList();
-        return (ranks.Max(p => (double)p.Forward.BytesSent + p.Backward.BytesSent),
-                ranks.Max(p => (double)p.Forward.BytesReceived + p.Backward.BytesReceived));
+        return Enumerable.Range(0, shape.WorldSize).Select(rank => CommModel.Predict(method, commShape, rank))
+            .Select(p => (p.Forward.BytesSent + p.Backward.BytesSent, p.Forward.BytesReceived + p.Backward.BytesReceived)).ToList();
     }
 }

@@ -35,6 +35,8 @@ public sealed record BenchRow
     public double AnalyticBytesSentPerRank { get; init; } = double.NaN;
     /// <summary>Bytes the analytic model predicts the busiest rank receives per iteration (NaN when none).</summary>
     public double AnalyticBytesReceivedPerRank { get; init; } = double.NaN;
+    /// <summary>"yes" when every rank sent and received exactly what the model predicts for it, "no" otherwise, "n/a" without a model.</summary>
+    public string AnalyticMatch { get; init; } = "n/a";
     public long PeakMemoryPerRank { get; init; }
     public long ProcessPeakBytes { get; init; }
 
@@ -48,7 +50,7 @@ public sealed record BenchRow
     int UsableThreads => Math.Min(Context.Machine.Cores, Case.ThreadsPerRank * Case.Shape.WorldSize);
 
     /// <summary>Summarises every rank's samples (ranks in order; each with one sample per timed iteration).</summary>
-    public static BenchRow Measured(BenchCase benchCase, BenchContext context, IReadOnlyList<RankResult> ranks, string memoryMethod, (double Sent, double Received) analyticBytes)
+    public static BenchRow Measured(BenchCase benchCase, BenchContext context, IReadOnlyList<RankResult> ranks, string memoryMethod, IReadOnlyList<(long Sent, long Received)>? analyticBytes)
     {
         int iterations = ranks[0].Samples.Count;
         var wall = Enumerable.Range(0, iterations).Select(i => ranks.Max(r => r.Samples[i].WallSeconds)).ToArray();
@@ -71,8 +73,10 @@ public sealed record BenchRow
             BytesSentPerRank = last.Max(s => s.BytesSent),
             BytesReceivedPerRank = last.Max(s => s.BytesReceived),
             CollectivesPerRank = last.Max(s => s.Collectives),
-            AnalyticBytesSentPerRank = analyticBytes.Sent,
-            AnalyticBytesReceivedPerRank = analyticBytes.Received,
+            AnalyticBytesSentPerRank = analyticBytes is null ? double.NaN : analyticBytes.Max(a => a.Sent),
+            AnalyticBytesReceivedPerRank = analyticBytes is null ? double.NaN : analyticBytes.Max(a => a.Received),
+            AnalyticMatch = analyticBytes is null ? "n/a"
+                : last.Select(s => (s.BytesSent, s.BytesReceived)).SequenceEqual(analyticBytes) ? "yes" : "no",
             PeakMemoryPerRank = ranks.Max(r => r.PeakMemoryBytes),
             ProcessPeakBytes = ranks.Max(r => r.ProcessPeakBytes),
         };

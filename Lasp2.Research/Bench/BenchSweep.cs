@@ -6,17 +6,17 @@ namespace Lasp2.Research.Bench;
 /// <summary>A method as the benchmark sees it.</summary>
 /// <param name="Method">The implementation.</param>
 /// <param name="Algorithm">What it computes, for the flop count.</param>
-/// <param name="AnalyticBytes">Bytes the analytic model says the busiest rank sends and receives per iteration (fwd+bwd), for a shape and element size; null when there is no model.</param>
+/// <param name="AnalyticBytes">Bytes the analytic model says each rank sends and receives per iteration (fwd+bwd), in rank order, for a shape and element size; null when there is no model.</param>
 /// <param name="SingleDevice">True for the single-device kernel (runs at W = 1 only).</param>
 public sealed record BenchMethod(
     ISequenceParallelAttention Method, FlopAlgorithm Algorithm,
-    Func<BenchShape, int, (double Sent, double Received)>? AnalyticBytes = null, bool SingleDevice = false)
+    Func<BenchShape, int, IReadOnlyList<(long Sent, long Received)>>? AnalyticBytes = null, bool SingleDevice = false)
 {
     /// <summary>True when the method can run <paramref name="shape"/> (mask, world size, head split).</summary>
     public bool CanRun(BenchShape shape) =>
         (SingleDevice ? shape.WorldSize == 1 : true)
         && (shape.Causal ? Method.Supports.Causal : Method.Supports.Unmasked)
-        && (Method.Name != "ulysses" || shape.Heads % shape.WorldSize == 0 && shape.KvHeads % shape.WorldSize == 0);
+        && (!Method.Name.StartsWith("ulysses", StringComparison.Ordinal) || shape.Heads % shape.WorldSize == 0 && shape.KvHeads % shape.WorldSize == 0);
 }
 
 /// <summary>What to sweep. Sequence lengths are tried in increasing order per method until one would not fit.</summary>
@@ -80,7 +80,7 @@ public sealed class BenchSweep(IBenchBackend backend, IReadOnlyDictionary<string
         {
             var ranks = backend.Run(benchCase.Shape.WorldSize, benchCase.ThreadsPerRank,
                 group => BenchRunner.RunRank(group, method.Method, benchCase));
-            var analytic = method.AnalyticBytes?.Invoke(benchCase.Shape, benchCase.ElementSize) ?? (double.NaN, double.NaN);
+            var analytic = method.AnalyticBytes?.Invoke(benchCase.Shape, benchCase.ElementSize);
             return BenchRow.Measured(benchCase, context, ranks, backend.MemoryMethod, analytic);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
