@@ -65,8 +65,11 @@ public static class SequenceLayout
     }
 
     /// <summary>All W shards, rank order.</summary>
-    public static Tensor[] Shard(Tensor x, int worldSize, Layout layout, int dim = 2) =>
-        Enumerable.Range(0, worldSize).Select(rank => ShardOf(x, worldSize, rank, layout, dim)).ToArray();
+    public static Tensor[] Shard(Tensor x, int worldSize, Layout layout, int dim = 2)
+    {
+        CheckDivisible(x.shape[dim], worldSize, layout);
+        return Enumerable.Range(0, worldSize).Select(rank => ShardOf(x, worldSize, rank, layout, dim)).ToArray();
+    }
 
     /// <summary>Inverse of <see cref="Shard"/>: puts every rank's tokens back in global order.</summary>
     public static Tensor Unshard(IReadOnlyList<Tensor> shards, Layout layout, int dim = 2)

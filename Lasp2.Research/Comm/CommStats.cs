@@ -12,6 +12,10 @@ public static class CommKind
     public const string Recv = "Recv";
     public const string SendRecv = "SendRecv";
     public const string Barrier = "Barrier";
+
+    /// <summary>Every kind, in a fixed order (the layout <see cref="CommReport.Gather"/> exchanges).</summary>
+    public static readonly IReadOnlyList<string> All =
+        [AllGather, AllReduce, ReduceScatter, AllToAll, Broadcast, Send, Recv, SendRecv, Barrier];
 }
 
 /// <summary>Totals for one collective kind on one rank.</summary>
@@ -29,15 +33,21 @@ public sealed class CommStats
     /// <summary>Adds one call of <paramref name="kind"/>.</summary>
     public void Record(string kind, long bytesSent, long bytesReceived, TimeSpan wait)
     {
+        Add(new CommRecord(kind, 1, bytesSent, bytesReceived, wait));
+    }
+
+    /// <summary>Adds totals recorded elsewhere (e.g. another rank's, gathered for a report).</summary>
+    public void Add(CommRecord totals)
+    {
         lock (gate)
         {
-            var r = records.GetValueOrDefault(kind, new CommRecord(kind, 0, 0, 0, TimeSpan.Zero));
-            records[kind] = r with
+            var r = records.GetValueOrDefault(totals.Kind, new CommRecord(totals.Kind, 0, 0, 0, TimeSpan.Zero));
+            records[totals.Kind] = r with
             {
-                Calls = r.Calls + 1,
-                BytesSent = r.BytesSent + bytesSent,
-                BytesReceived = r.BytesReceived + bytesReceived,
-                Wait = r.Wait + wait,
+                Calls = r.Calls + totals.Calls,
+                BytesSent = r.BytesSent + totals.BytesSent,
+                BytesReceived = r.BytesReceived + totals.BytesReceived,
+                Wait = r.Wait + totals.Wait,
             };
         }
     }

@@ -1,0 +1,32 @@
+namespace Lasp2.Research.Attention;
+
+/// <summary>
+/// Every sequence-parallel method by its registry name (what `lasp2 verify --method` and `lasp2 bench` take).
+/// To add a method, add one line to <see cref="Methods"/>.
+/// </summary>
+public static class MethodRegistry
+{
+    static readonly Dictionary<string, ISequenceParallelAttention> Methods =
+        new ISequenceParallelAttention[]
+        {
+            new Lasp2Attention(),
+            new Lasp1Ring(),
+            new RingAttention(AttentionKind.Linear),
+            new RingAttention(AttentionKind.Softmax),
+            new AllGatherContextParallel(),
+            new Ulysses(AttentionKind.Linear),
+            new Ulysses(AttentionKind.Softmax),
+        }.ToDictionary(m => m.Name, StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Registered names, sorted.</summary>
+    public static IReadOnlyList<string> Names => Methods.Keys.Order(StringComparer.Ordinal).ToList();
+
+    /// <summary>All registered methods, by name.</summary>
+    public static IReadOnlyList<ISequenceParallelAttention> All => Names.Select(n => Methods[n]).ToList();
+
+    /// <summary>The method called <paramref name="name"/> (case-insensitive); throws naming the known ones otherwise.</summary>
+    public static ISequenceParallelAttention Get(string name) =>
+        Methods.TryGetValue(name ?? throw new ArgumentNullException(nameof(name)), out var method)
+            ? method
+            : throw new ArgumentException($"unknown method '{name}'; known: {string.Join(", ", Names)}.", nameof(name));
+}

@@ -1,0 +1,97 @@
+using static TorchSharp.torch;
+
+namespace Lasp2.Research.Comm;
+
+/// <summary>
+/// Entry points: run W in-process ranks (threads), a single-rank group, or the MPI world of a job
+/// started by mpirun / `lasp2 launch`.
+/// </summary>
+public static class ProcessGroups
+{
+    /// <summary>Default per-collective timeout of the in-process backend: generous, so only a real mismatch trips it.</summary>
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// Runs <paramref name="body"/> on <paramref name="worldSize"/> ranks, each a thread of this process with
+    /// its own <see cref="InProcessGroup"/>, and returns each rank's result in rank order.
+    /// If any rank throws, every other rank is released at its current or next collective and this call throws
+    /// one <see cref="RankFailedException"/> naming the first rank that failed (its error is the inner exception).
+    /// A collective that waits longer than <paramref name="timeout"/> (default <see cref="DefaultTimeout"/>) fails
+    /// with a <see cref="CommTimeoutException"/> naming the collective and the ranks that did not arrive.
+    /// </summary>
+    /// <param name="worldSize">Number of ranks W, 1..1024.</param>
+    /// <param name="body">The program of one rank; results it returns are owned by the caller.</param>
+    /// <param name="timeout">Per-collective timeout, &gt; 0.</param>
+    /// <param name="threadsPerRank">If set (&gt;= 1), each rank calls torch.set_num_threads with it first
+    /// (W ranks on few cores: 1 avoids oversubscription).</param>
+    public static T[] RunInProcess<T>(int worldSize, Func<IProcessGroup, T> body, TimeSpan? timeout = null, int? threadsPerRank = null)
+    {
+        if (worldSize < 1 || worldSize > 1024)
+            throw new ArgumentOutOfRangeException(nameof(worldSize), worldSize, "worldSize must be in 1..1024.");
+        ArgumentNullException.ThrowIfNull(body);
+        if (threadsPerRank < 1)
+            throw new ArgumentOutOfRangeException(nameof(threadsPerRank), threadsPerRank, "threadsPerRank must be >= 1 when given.");
+        var world = new InProcessWorld(worldSize, timeout ?? DefaultTimeout);
+        long worldGroup = world.NewGroupId();
+        int[] members = Enumerable.Range(0, worldSize).ToArray();
+        var results = new T[worldSize];
+        // Not disposed: a rank abandoned after a failure still signals it when it finally returns.
+        var finished = new CountdownEvent(worldSize);
+        var threads = members.Select(rank => new Thread(() =>
+        {
+            try
+            {
+                if (threadsPerRank is int threads) set_num_threads(threads);
+                using var group = new InProcessGroup(world, worldGroup, members, rank);
+                results[rank] = body(group);
+                world.Exit(rank);
+            }
+            catch (Exception error)
+            {
+                world.Fail(rank, error);
+            }
+            finally
+            {
+                finished.Signal();
+            }
+        }) { IsBackground = true, Name = $"lasp2 rank {rank}/{worldSize}" }).ToList();
+        threads.ForEach(t => t.Start());
+        WaitForRanks(world, finished);
+        if (world.Failure is var (failedRank, error))
+            throw new RankFailedException(failedRank, worldSize, error);
+        return results;
+    }
+
+    /// <summary>
+    /// <see cref="RunInProcess{T}(int, Func{IProcessGroup, T}, TimeSpan?, int?)"/> for rank bodies that return nothing.
+    /// </summary>
+    public static void RunInProcess(int worldSize, Action<IProcessGroup> body, TimeSpan? timeout = null, int? threadsPerRank = null)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        RunInProcess(worldSize, group => { body(group); return 0; }, timeout, threadsPerRank);
+    }
+
+    /// <summary>A group of one rank on the calling thread: the single-device case of every distributed path.</summary>
+    public static IProcessGroup Single()
+    {
+        var world = new InProcessWorld(1, DefaultTimeout);
+        return new InProcessGroup(world, world.NewGroupId(), [0], 0);
+    }
+
+    /// <summary>
+    /// Waits for every rank. After a failure the others are released by cancellation; one still busy in
+    /// its own computation (not in a collective) is given one timeout to notice, then abandoned (its thread
+    /// is a background thread), so the caller always gets the error.
+    /// </summary>
+    static void WaitForRanks(InProcessWorld world, CountdownEvent finished)
+    {
+        try
+        {
+            finished.Wait(world.Aborted);
+        }
+        catch (OperationCanceledException)
+        {
+            finished.Wait(world.Timeout);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+using FsCheck.Xunit;
+using Lasp2.Reference;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace Lasp2.PropertyTests;
+
+/// <summary>Sharding over W ranks and back, for the contiguous and zigzag layouts.</summary>
+[Properties(Arbitrary = [typeof(ReferenceArbitraries)], MaxTest = 100)]
+public class LayoutTests
+{
+    [Property]
+    public void ShardThenUnshardIsTheIdentity(LayoutCase c)
+    {
+        using var scope = NewDisposeScope();
+        var x = randn([2, 3, c.Seq, c.Dim], dtype: float64, generator: new Generator((ulong)c.Seed));
+        var shards = SequenceLayout.Shard(x, c.WorldSize, c.Layout);
+        Assert.Equal(c.WorldSize, shards.Length);
+        Assert.All(shards, s => Assert.Equal(c.Seq / c.WorldSize, s.shape[2]));
+        AssertClose.Tensors("unshard(shard(x))", x, SequenceLayout.Unshard(shards, c.Layout), relativeTolerance: 0.0);
+    }
+
+    /// <summary>Each rank's shard holds exactly the tokens its Positions name, and the ranks cover 0..N-1 once.</summary>
+    [Property]
+    public void ShardsHoldTheirPositionsAndCoverTheSequenceOnce(LayoutCase c)
+    {
+        using var scope = NewDisposeScope();
+        var tokens = arange(c.Seq, dtype: float64).view(1, 1, -1, 1);
+        var covered = new List<long>();
+        for (int rank = 0; rank < c.WorldSize; rank++)
+        {
+            var positions = SequenceLayout.Positions(c.Seq, c.WorldSize, rank, c.Layout);
+            var shard = SequenceLayout.ShardOf(tokens, c.WorldSize, rank, c.Layout);
+            Assert.Equal(positions.to(float64).data<double>().ToArray(), shard.flatten().data<double>().ToArray());
+            covered.AddRange(positions.data<long>().ToArray());
+        }
+        Assert.Equal(Enumerable.Range(0, c.Seq).Select(i => (long)i), covered.Order());
+    }
+
+    [Fact]
+    public void ZigzagRankHoldsPiecesRAndTwoWMinusOneMinusR()
+    {
+        // N = 16, W = 4: 8 pieces of 2 tokens; rank 1 holds pieces 1 and 6.
+        var pieces = SequenceLayout.Pieces(16, 4, 1, Layout.Zigzag);
+        Assert.Equal([new Piece(2, 2), new Piece(12, 2)], pieces);
+    }
+}
