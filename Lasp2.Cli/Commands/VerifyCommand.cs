@@ -1,13 +1,21 @@
 using System.ComponentModel;
+using System.Globalization;
 using Lasp2.Reference;
+using Lasp2.Research.Attention;
+using Lasp2.Research.Comm;
 using Lasp2.Research.Verification;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using TorchSharp;
+using Layout = Lasp2.Reference.Layout;
 
 namespace Lasp2.Cli.Commands;
 
-/// <summary>`lasp2 verify`: the reference forms against each other, as a table with a verdict per line.</summary>
+/// <summary>
+/// `lasp2 verify`: the reference forms against each other, then the distributed methods against the
+/// reference (O, dQ, dK, dV and the collectives counted), as tables with a verdict per line.
+/// Without --method: the reference table plus a representative sweep of every method.
+/// </summary>
 public sealed class VerifyCommand : Command<VerifyCommand.Settings>
 {
     public sealed class Settings : CommandSettings
@@ -15,39 +23,168 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         [CommandOption("--dtype <DTYPE>"), Description("float64 (exact checks, tolerance 1e-10) or float32 (tolerance 1e-4). Default float64.")]
         public string Dtype { get; init; } = "float64";
 
-        [CommandOption("--seq <N>"), Description("Sequence length N (>= 1). Default 97.")]
-        public int Seq { get; init; } = 97;
+        [CommandOption("--seq <N>"), Description("Sequence length N (>= 1; divisible by W, or 2W for zigzag). Default 97 (reference), 112 (distributed).")]
+        public int? Seq { get; init; }
 
         [CommandOption("--heads <H>"), Description("Query heads H (>= 1, a multiple of --kv-heads). Default 4.")]
         public int Heads { get; init; } = 4;
 
-        [CommandOption("--kv-heads <HKV>"), Description("KV heads for the softmax GQA check. Default 2.")]
-        public int KvHeads { get; init; } = 2;
+        [CommandOption("--kv-heads <HKV>"), Description("KV heads for the softmax checks. Default 2 (reference), H (distributed).")]
+        public int? KvHeads { get; init; }
 
-        [CommandOption("--dim <D>"), Description("Head dimension d_k = d_v (>= 1). Default 16.")]
-        public int Dim { get; init; } = 16;
+        [CommandOption("--dim <D>"), Description("Head dimension d_k = d_v (>= 1). Default 16 (reference), d_k 16 / d_v 12 (distributed).")]
+        public int? Dim { get; init; }
 
         [CommandOption("--batch <B>"), Description("Batch size (>= 1). Default 2.")]
         public int Batch { get; init; } = 2;
 
-        [CommandOption("--decay <LAMBDA>"), Description("Largest per-head decay lambda in (0, 1]. Default 0.9.")]
-        public double Decay { get; init; } = 0.9;
+        [CommandOption("--decay <LAMBDA>"), Description("Largest per-head decay lambda in (0, 1] (causal only). Default 0.9; the distributed sweep also runs 1.")]
+        public double? Decay { get; init; }
 
         [CommandOption("--seed <SEED>"), Description("Random seed. Default 20250211.")]
         public long Seed { get; init; } = 20250211;
 
-        public override ValidationResult Validate() =>
-            Dtype is "float64" or "float32" ? ValidationResult.Success()
-                : ValidationResult.Error($"--dtype must be float64 or float32; got '{Dtype}'.");
+        [CommandOption("--method <NAME>"), Description("A registered method (lasp2, ...) or 'all'. Given: only the distributed checks run.")]
+        public string? Method { get; init; }
+
+        [CommandOption("--world <LIST>"), Description("World sizes, comma-separated, e.g. 1,2,4,8 (default). With --backend mpi: the job size.")]
+        public string? World { get; init; }
+
+        [CommandOption("--backend <BACKEND>"), Description("inproc (W threads, default) or mpi (this process is one rank of an mpirun / lasp2 launch job).")]
+        public string Backend { get; init; } = "inproc";
+
+        [CommandOption("--mask <MASK>"), Description("causal or none. Default both.")]
+        public string? Mask { get; init; }
+
+        [CommandOption("--layout <LAYOUT>"), Description("contiguous or zigzag. Default both.")]
+        public string? Layout { get; init; }
+
+        [CommandOption("--block <L>"), Description("Block size of the local chunked kernel (>= 1). Default 16.")]
+        public int Block { get; init; } = 16;
+
+        [CommandOption("--dump <DIR>"), Description("Write inputs, outputs, gradients and the reference's as .npy files under DIR (one folder per configuration).")]
+        public string? Dump { get; init; }
+
+        public override ValidationResult Validate()
+        {
+            if (Dtype is not ("float64" or "float32")) return ValidationResult.Error($"--dtype must be float64 or float32; got '{Dtype}'.");
+            if (Backend is not ("inproc" or "mpi")) return ValidationResult.Error($"--backend must be inproc or mpi; got '{Backend}'.");
+            if (Mask is not (null or "causal" or "none")) return ValidationResult.Error($"--mask must be causal or none; got '{Mask}'.");
+            if (Layout is not (null or "contiguous" or "zigzag")) return ValidationResult.Error($"--layout must be contiguous or zigzag; got '{Layout}'.");
+            if (Decay is { } d && !(d > 0 && d <= 1)) return ValidationResult.Error($"--decay must be in (0, 1]; got {d}.");
+            if (Block < 1) return ValidationResult.Error($"--block must be >= 1; got {Block}.");
+            if (Method is not null && Method != "all" && !MethodRegistry.Names.Contains(Method, StringComparer.OrdinalIgnoreCase))
+                return ValidationResult.Error($"unknown method '{Method}'; known: {string.Join(", ", MethodRegistry.Names)}, all.");
+            if (World is not null && ParseWorld(World) is null)
+                return ValidationResult.Error($"--world must be a comma-separated list of integers in 1..1024; got '{World}'.");
+            return ValidationResult.Success();
+        }
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        var config = new ReferenceCheckConfig(settings.Batch, settings.Heads, settings.KvHeads, settings.Seq,
-            settings.Dim, settings.Dim, settings.Decay, ParseDtype(settings.Dtype), settings.Seed);
-        var results = ReferenceChecks.Run(config);
-        AnsiConsole.Write(ResultTable.Build("Reference forms", results));
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 150); // logs: no wrapping
+        var results = new List<CheckResult>();
+        bool mpi = settings.Backend == "mpi";
+        using var mpiGroup = mpi ? OpenMpi() : null;
+        bool print = mpiGroup is null || mpiGroup.Rank == 0;
+        if (settings.Method is null && !mpi)
+        {
+            var config = new ReferenceCheckConfig(settings.Batch, settings.Heads, settings.KvHeads ?? 2, settings.Seq ?? 97,
+                settings.Dim ?? 16, settings.Dim ?? 16, settings.Decay ?? 0.9, ParseDtype(settings.Dtype), settings.Seed);
+            var reference = ReferenceChecks.Run(config);
+            AnsiConsole.Write(ResultTable.Build("Reference forms", reference));
+            results.AddRange(reference);
+        }
+
+        var rows = new List<DistributedRow>();
+        foreach (var config in Sweep(settings, mpiGroup?.WorldSize))
+        {
+            var method = MethodRegistry.Get(config.Method);
+            if (DistributedChecks.Unsupported(method, config) is not null) continue;
+            (method as IOverlapReporting)?.Overlap.Reset();
+            try
+            {
+                bool keep = settings.Dump is not null;
+                var report = mpiGroup is null
+                    ? DistributedChecks.RunInProcess(config, keep, Math.Max(1, Environment.ProcessorCount / config.WorldSize))[0]
+                    : DistributedChecks.Run(mpiGroup, config, keep && mpiGroup.Rank == 0);
+                if (settings.Dump is { } dir && print) DistributedChecks.Dump(report, dir);
+                rows.Add(new DistributedRow(report, (method as IOverlapReporting)?.Overlap.All, null));
+                results.AddRange(report.Checks);
+            }
+            catch (Exception error) when (mpiGroup is null)
+            {
+                // In-process: the sweep goes on and the failure is counted. Under MPI a failing rank must take
+                // the job down (the backend makes the other ranks fail fast), so it propagates.
+                rows.Add(new DistributedRow(null, null, $"{config.Label}: {(error.InnerException ?? error).Message}"));
+                results.Add(new CheckResult(config.Label, "error", new ErrorStats(double.PositiveInfinity, double.PositiveInfinity), 0));
+            }
+        }
+        if (!print) return results.All(r => r.Passed) ? 0 : 1;
+        if (rows.Count > 0)
+            AnsiConsole.Write(DistributedTable(rows, mpiGroup is null ? "in-process" : $"MPI, {mpiGroup.WorldSize} ranks"));
+        if (settings.Dump is { } dumped) AnsiConsole.MarkupLine($"[grey].npy files written under {Markup.Escape(Path.GetFullPath(dumped))}[/]");
         return ResultTable.Summarize(results);
+    }
+
+    /// <summary>The configurations selected by the options; unspecified axes take the representative sweep.</summary>
+    static IEnumerable<DistributedCheckConfig> Sweep(Settings s, int? mpiWorldSize)
+    {
+        IReadOnlyList<string> methods = s.Method is null or "all" ? MethodRegistry.Names : [MethodRegistry.Get(s.Method).Name];
+        int[] worlds = mpiWorldSize is int w ? [w] : ParseWorld(s.World ?? "1,2,4,8")!;
+        if (mpiWorldSize is int size && s.World is not null && ParseWorld(s.World)!.Any(x => x != size))
+            throw new ArgumentException($"--world {s.World} does not match the MPI job of {size} ranks; omit --world or pass {size}.");
+        bool[] masks = s.Mask is null ? [true, false] : [s.Mask == "causal"];
+        Layout[] layouts = s.Layout is null ? [Layout.Contiguous, Layout.Zigzag] : [Enum.Parse<Layout>(s.Layout, ignoreCase: true)];
+        foreach (var method in methods)
+            foreach (int worldSize in worlds)
+                foreach (bool causal in masks)
+                    foreach (double decay in (double[])(!causal ? [1.0] : s.Decay is { } d ? [d] : [0.9, 1.0]))
+                        foreach (var layout in layouts)
+                            yield return new DistributedCheckConfig(method, worldSize, causal, decay, layout, ParseDtype(s.Dtype),
+                                s.Batch, s.Heads, s.KvHeads ?? s.Heads, s.Seq ?? 112, s.Dim ?? 16, s.Dim ?? 12, s.Block, s.Seed);
+    }
+
+    sealed record DistributedRow(DistributedReport? Report, OverlapTotals? Overlap, string? Error);
+
+    static Table DistributedTable(IReadOnlyList<DistributedRow> rows, string backend)
+    {
+        var first = rows.Select(r => r.Report?.Config).FirstOrDefault(c => c is not null);
+        string shape = first is null ? "" : $"{first.Dtype.ToString().ToLowerInvariant()}, B={first.Batch} H={first.Heads} N={first.Seq} " +
+                                            $"Dk={first.DimK} Dv={first.DimV} block={first.BlockSize}";
+        var table = new Table()
+            .Title($"Distributed methods vs reference ({backend}; {shape}): max relative error; rank 0's collectives per fwd+bwd")
+            .AddColumns("method", "W", "mask", "decay", "layout", "O", "dQ", "dK", "dV", "tol", "collectives", "hidden", "result");
+        foreach (var row in rows)
+        {
+            if (row.Report is not { } report)
+            {
+                table.AddRow([new Markup($"[red]{Markup.Escape(row.Error ?? "")}[/]"), .. Enumerable.Repeat(new Text(""), 11),
+                              new Markup("[red]ERROR[/]")]);
+                continue;
+            }
+            var c = report.Config;
+            var errors = report.Checks.Select(check => check.Error.MaxRel.ToString("0.0e0", CultureInfo.InvariantCulture));
+            string comm = report.Comm.Count == 0 ? "none" : string.Join(", ", report.Comm.Select(r =>
+                $"{r.Calls} {r.Kind}, {r.BytesReceived / 1024.0:0.#} KiB in"));
+            string hidden = row.Overlap is { Calls: > 0 } o ? o.HiddenFraction.ToString("P0", CultureInfo.InvariantCulture) : "-";
+            table.AddRow([c.Method, c.WorldSize.ToString(CultureInfo.InvariantCulture), c.Causal ? "causal" : "none",
+                c.HeadDecays() is null ? "1" : c.Decay.ToString("0.###", CultureInfo.InvariantCulture),
+                c.Layout.ToString().ToLowerInvariant(), .. errors,
+                report.Checks[0].Tolerance.ToString("0e0", CultureInfo.InvariantCulture), Markup.Escape(comm), hidden,
+                report.Checks.All(check => check.Passed) ? "[green]pass[/]" : "[red]FAIL[/]"]);
+        }
+        return table;
+    }
+
+    static IProcessGroup OpenMpi() => throw new NotSupportedException("the MPI backend is not merged yet");
+
+    static int[]? ParseWorld(string list)
+    {
+        var parts = list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        var sizes = parts.Select(p => int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out int w) ? w : 0).ToArray();
+        return sizes.Length > 0 && sizes.All(w => w is >= 1 and <= 1024) ? sizes : null;
     }
 
     internal static torch.ScalarType ParseDtype(string dtype) =>
