@@ -42,12 +42,13 @@ public sealed record CommPrediction(string Method, int Rank, DirectionPrediction
 
 /// <summary>
 /// The analytic communication model of every registered method: per rank and per direction, calls and
-/// bytes sent / received under the backends' ring accounting (Comm/CommVolume.cs: AllGather and
+/// bytes sent / received under the backends' ring accounting (<see cref="CommVolume"/>: AllGather and
 /// ReduceScatter move (W-1) blocks each way, AllToAll (W-1)/W of its input, a SendRecv its tensor each
 /// way, nothing at W = 1), and the sequential steps. It is the comparison table of algorithms.md made
 /// exact (S = B H Dk Dv e; a KV block = B Hkv C (Dk + Dv) e):
 /// <list type="bullet">
-/// <item>lasp2: one AllGather of P states per rank per direction (P = 1 contiguous, 2 zigzag pieces): (W-1) P S each way; 1 step.</item>
+/// <item>lasp2: one AllGather of P states per rank per direction (P = 1 contiguous, 2 zigzag pieces), the forward one with each
+/// piece's H decays beside its state: (W-1) P (S + H e) forward, (W-1) P S backward, each way; 1 step.</item>
 /// <item>lasp1: a chain of states over the pieces in sequence order; each hop between ranks is one Send and one Recv of S;
 /// W-1 hops contiguous, 2(W-1) zigzag, per direction.</item>
 /// <item>ring-softmax, ring-linear: forward W-1 SendRecvs of the KV block, W-1 steps; backward 2(W-1) (KV blocks and their
@@ -75,16 +76,22 @@ public static class CommModel
         {
             case "lasp2":
             {
-                long bytes = (w - 1) * SequenceLayout.PiecesPerRank(shape.Layout) * shape.StateBytes;
-                var gather = Direction(1, (CommKind.AllGather, 1, bytes, bytes));
-                return new(method, rank, gather, gather);
+                // forward gathers each piece's gamma = lambda^length [H] beside its state (unequal shards stay exact)
+                long pieces = SequenceLayout.PiecesPerRank(shape.Layout);
+                long forward = (w - 1) * pieces * (shape.StateBytes + (long)shape.Heads * shape.ElementSize);
+                long backward = (w - 1) * pieces * shape.StateBytes;
+                return new(method, rank, Direction(1, (CommKind.AllGather, 1, forward, forward)),
+                                         Direction(1, (CommKind.AllGather, 1, backward, backward)));
             }
             case "lasp1":
             {
+                // forward: prefixes travel up the chain; backward: suffix gradients travel down it
                 var (sends, receives, hops) = ChainHops(shape, rank);
-                var chain = Direction(hops, (CommKind.Send, sends, sends * shape.StateBytes, 0),
-                                            (CommKind.Recv, receives, 0, receives * shape.StateBytes));
-                return new(method, rank, chain, chain);
+                return new(method, rank,
+                    Direction(hops, (CommKind.Send, sends, sends * shape.StateBytes, 0),
+                                    (CommKind.Recv, receives, 0, receives * shape.StateBytes)),
+                    Direction(hops, (CommKind.Send, receives, receives * shape.StateBytes, 0),
+                                    (CommKind.Recv, sends, 0, sends * shape.StateBytes)));
             }
             case "ring-linear" or "ring-softmax":
             {
