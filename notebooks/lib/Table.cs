@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Reflection;
 using System.Text;
+using Microsoft.Data.Analysis;
 
 namespace Lasp2.Notebooks;
 
@@ -23,6 +24,10 @@ public sealed class Table
         var rows = items.Select(item => properties.Select(p => Format(p.GetValue(item))).ToArray()).ToList();
         return new Table(properties.Select(p => p.Name).ToArray(), rows);
     }
+
+    /// <summary>A DataFrame's columns and rows.</summary>
+    public static Table Of(DataFrame frame) =>
+        new(frame.Columns.Select(c => c.Name).ToArray(), frame.Rows.Select(row => row.Select(Format).ToArray()).ToList());
 
     public int Count => rows.Count;
 

@@ -14,5 +14,6 @@ using static Microsoft.DotNet.Interactive.Kernel;
 // Charts and tables render as HTML in the cell.
 Formatter.Register<Lasp2.Charts.Figure>((figure, writer) => writer.Write(figure.ToNotebookHtml()), "text/html");
 Formatter.Register<Lasp2.Notebooks.Table>((table, writer) => writer.Write(table.ToHtml()), "text/html");
+Formatter.Register<Microsoft.Data.Analysis.DataFrame>((frame, writer) => writer.Write(Lasp2.Notebooks.Table.Of(frame).ToHtml()), "text/html");
 // plotly.js once per notebook (compressed); every chart below waits for it.
 display(HTML(Lasp2.Charts.NotebookPlotly.Loader()));
