@@ -8,5 +8,7 @@ app.Configure(config =>
     config.SetApplicationName("lasp2");
     config.AddCommand<VerifyCommand>("verify")
           .WithDescription("Check every form and method against the single-device reference; exits non-zero on any failure.");
+    config.AddCommand<TimeLayerCommand>("time-layer").IsHidden()
+          .WithDescription("Time one layer fwd+bwd: a method on W in-process ranks vs the single-device chunked kernel.");
 });
 return app.Run(args);
