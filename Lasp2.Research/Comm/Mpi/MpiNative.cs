@@ -1,4 +1,7 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+
+[assembly: InternalsVisibleTo("Lasp2.PropertyTests")]
 
 namespace Lasp2.Research.Comm.Mpi;
 
@@ -116,13 +119,16 @@ sealed unsafe class MpiNative
     }
 
     /// <summary>Loads the first MPI library found, or throws a <see cref="DllNotFoundException"/> that says what to install.</summary>
-    public static MpiNative Load()
+    public static MpiNative Load() => Load(LibraryNames);
+
+    /// <summary>Loads the first of <paramref name="names"/> that exists (tests pass names that do not).</summary>
+    internal static MpiNative Load(IReadOnlyList<string> names)
     {
-        foreach (var name in LibraryNames)
+        foreach (var name in names)
             if (NativeLibrary.TryLoad(name, out var handle))
                 return new MpiNative(handle, name);
         throw new DllNotFoundException(
-            $"No MPI library found (tried {string.Join(", ", LibraryNames)}). Install Open MPI: " +
+            $"No MPI library found (tried {string.Join(", ", names)}). Install Open MPI: " +
             "apt-get install -y openmpi-bin (Debian/Ubuntu), or MPICH (apt-get install -y mpich).");
     }
 
