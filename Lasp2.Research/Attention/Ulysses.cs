@@ -25,12 +25,8 @@ public sealed class Ulysses(AttentionKind kind) : ISequenceParallelAttention
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);
         int worldSize = group.WorldSize;
-        if (q.shape[1] % worldSize != 0)
-            throw new ArgumentException(
-                $"{Name} shards heads over ranks: q has {q.shape[1]} heads, not divisible by worldSize = {worldSize}.", nameof(q));
-        if (k.shape[1] % worldSize != 0)
-            throw new ArgumentException(
-                $"{Name} shards KV heads over ranks: k has {k.shape[1]} KV heads, not divisible by worldSize = {worldSize}.", nameof(k));
+        if (Unsupported(worldSize, q.shape[1], k.shape[1]) is { } reason)
+            throw new ArgumentException(reason + ".", q.shape[1] % worldSize != 0 ? nameof(q) : nameof(k));
         long headsPerRank = q.shape[1] / worldSize;
         IBlockAttention kernel = kind == AttentionKind.Softmax
             ? new OnlineSoftmax(options.Causal, 1.0 / Math.Sqrt(q.shape[3]))
@@ -38,6 +34,11 @@ public sealed class Ulysses(AttentionKind kind) : ISequenceParallelAttention
         var positions = cat(MethodChecks.AllPositions(q.shape[2], worldSize, options.Layout, q.device), 0); // [N] rank order
         return UlyssesFunction.apply(group, kernel, positions, q, k, v)[0];
     }
+
+    public string? Unsupported(int worldSize, long heads, long kvHeads) =>
+        heads % worldSize != 0 ? $"{Name} shards heads over ranks: {heads} query heads are not divisible by worldSize = {worldSize}"
+        : kvHeads % worldSize != 0 ? $"{Name} shards KV heads over ranks: {kvHeads} KV heads are not divisible by worldSize = {worldSize}"
+        : null;
 
     /// <summary>[B,H,C,D] sequence shard -> [B,H/W,N,D] head shard (tokens in rank order).</summary>
     static Tensor ToHeads(IProcessGroup group, Tensor x) => group.AllToAll(x, splitDim: 1, concatDim: 2);
