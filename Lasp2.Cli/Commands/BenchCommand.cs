@@ -126,7 +126,9 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         bool reporter = backend.IsReporter;
 
         var peaks = MatmulPeak.Measure([1, 2], settings.PeakSize ?? (settings.Quick ? 512 : 2048), settings.Quick ? 3 : 8);
-        var runContext = new BenchContext(MachineInfo.Current(), peaks, "lasp2 " + string.Join(' ', context.Arguments.Select(Quote)), DateTime.UtcNow);
+        // Under MPI the command each rank sees is the part after `lasp2 launch -n W --`.
+        string launch = backend.WorldSize is { } w && settings.Backend == "mpi" ? $"lasp2 launch -n {w} -- " : "lasp2 ";
+        var runContext = new BenchContext(MachineInfo.Current(), peaks, launch + string.Join(' ', context.Arguments.Select(Quote)), DateTime.UtcNow);
         if (reporter) AnsiConsole.Write(PeakTable(runContext));
 
         BenchSweep Sweep(Action<BenchCase, int, int>? progress) => new(backend, methods, runContext) { Progress = progress };

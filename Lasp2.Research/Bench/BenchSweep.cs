@@ -12,11 +12,11 @@ public sealed record BenchMethod(
     ISequenceParallelAttention Method, FlopAlgorithm Algorithm,
     Func<BenchShape, int, IReadOnlyList<(long Sent, long Received)>>? AnalyticBytes = null, bool SingleDevice = false)
 {
-    /// <summary>True when the method can run <paramref name="shape"/> (mask, world size, head split).</summary>
+    /// <summary>True when the method can run <paramref name="shape"/> (mask, world size, head split such as Ulysses' W | H).</summary>
     public bool CanRun(BenchShape shape) =>
         (SingleDevice ? shape.WorldSize == 1 : true)
         && (shape.Causal ? Method.Supports.Causal : Method.Supports.Unmasked)
-        && (!Method.Name.StartsWith("ulysses", StringComparison.Ordinal) || shape.Heads % shape.WorldSize == 0 && shape.KvHeads % shape.WorldSize == 0);
+        && Method.Unsupported(shape.WorldSize, shape.Heads, shape.KvHeads) is null;
 }
 
 /// <summary>What to sweep. Sequence lengths are tried in increasing order per method until one would not fit.</summary>
