@@ -18,9 +18,12 @@ public static class BenchCharts
     /// <param name="mask">"causal" or "none".</param>
     public static IReadOnlyDictionary<string, Figure> Build(DataFrame frame, int worldSize = 4, string dtype = "float32", string mask = "causal")
     {
-        var ok = Ok(frame).Where(r => Text(r, "dtype") == dtype && Text(r, "mask") == mask).ToList();
+        var all = Ok(frame).Where(r => Text(r, "dtype") == dtype && Text(r, "mask") == mask).ToList();
+        // One layer shape per chart: the one most rows ran (target and scale runs use other shapes).
+        var shape = all.GroupBy(ShapeOf).OrderByDescending(g => g.Count()).Select(g => g.Key).FirstOrDefault();
+        var ok = all.Where(r => ShapeOf(r) == shape).ToList();
         var atW = ok.Where(r => Number(r, "world_size") == worldSize || Text(r, "method") == BenchTargets.Chunked).ToList();
-        string suffix = $"({dtype}, {mask}, W={worldSize}; chunked at W=1)";
+        string suffix = $"({shape}, {dtype}, {mask}, W={worldSize}; chunked at W=1)";
         var charts = new Dictionary<string, Figure>
         {
             ["time-vs-n"] = Charts.Charts.Line($"Forward+backward time per iteration {suffix}", "sequence length N", "seconds",
@@ -34,7 +37,7 @@ public static class BenchCharts
         // tokens/s vs W at the longest N that LASP-2 ran at every W on a backend.
         var scaling = ok.Where(r => Text(r, "method") != BenchTargets.Chunked).ToList();
         double n = ScalingLength(scaling);
-        charts["tokens-vs-w"] = Charts.Charts.Line($"Throughput vs world size at N={n} ({dtype}, {mask})", "world size W", "tokens/s",
+        charts["tokens-vs-w"] = Charts.Charts.Line($"Throughput vs world size at N={n} ({shape}, {dtype}, {mask})", "world size W", "tokens/s",
             PerSeries(scaling.Where(r => Number(r, "seq_len") == n), "world_size", "tokens_per_s"));
         return charts;
     }
@@ -61,6 +64,8 @@ public static class BenchCharts
             }).ToArray();
         return series.Length > 0 ? series : [new Series("no data", [], [])];
     }
+
+    static string ShapeOf(DataFrameRow r) => $"B={Number(r, "batch")} H={Number(r, "heads")} d={Number(r, "head_dim")}";
 
     static double ScalingLength(List<DataFrameRow> rows)
     {

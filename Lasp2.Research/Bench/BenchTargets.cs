@@ -31,6 +31,18 @@ public static class BenchTargets
         return [KernelEfficiency(ok), ComputeOverhead(ok), .. MpiRatios(ok)];
     }
 
+    /// <summary><see cref="Evaluate"/> as a DataFrame: target, measured, bound, verdict, basis.</summary>
+    public static DataFrame Table(DataFrame frame)
+    {
+        var targets = Evaluate(frame);
+        return new DataFrame(
+            new StringDataFrameColumn("target", targets.Select(t => t.Name)),
+            new DoubleDataFrameColumn("measured", targets.Select(t => t.Value)),
+            new StringDataFrameColumn("bound", targets.Select(t => (t.AtLeast ? ">= " : "<= ") + t.Limit.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture))),
+            new StringDataFrameColumn("verdict", targets.Select(t => t.Verdict)),
+            new StringDataFrameColumn("basis", targets.Select(t => t.Basis)));
+    }
+
     // Chunked kernel fwd+bwd >= 60% of the measured fp32 matmul peak at N = 64K, h = 1, d = 128.
     static TargetResult KernelEfficiency(List<DataFrameRow> ok)
     {
