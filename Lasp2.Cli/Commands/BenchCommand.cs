@@ -85,7 +85,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [CommandOption("--report"), Description("Run nothing: read --out, print its summary and targets and redraw the charts.")]
         public bool Report { get; init; }
 
-        [CommandOption("--quick"), Description("Smoke run in well under 2 minutes: N 1K..4K, W 1,2,4, float32 causal, d 32, 3 iterations (other options still apply on top).")]
+        [CommandOption("--quick"), Description("Smoke run in well under 2 minutes: N 1K,2K, W 1,2,4, float32 causal, d 32, 3 iterations (other options still apply on top).")]
         public bool Quick { get; init; }
 
         [CommandOption("--timeout <S>"), Description("Seconds a collective may wait before the run fails (> 0). Default 600.")]
@@ -125,7 +125,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         var plan = Plan(settings, methods.Keys, backend);
         bool reporter = backend.IsReporter;
 
-        var peaks = MatmulPeak.Measure([1, 2], settings.PeakSize ?? (settings.Quick ? 512 : 2048), settings.Quick ? 3 : 8);
+        var peaks = backend.MeasurePeaks([1, 2], settings.PeakSize ?? (settings.Quick ? 512 : 2048), settings.Quick ? 3 : 8);
         // Under MPI the command each rank sees is the part after `lasp2 launch -n W --`.
         string launch = backend.WorldSize is { } w && settings.Backend == "mpi" ? $"lasp2 launch -n {w} -- " : "lasp2 ";
         var runContext = new BenchContext(MachineInfo.Current(), peaks, launch + string.Join(' ', context.Arguments.Select(Quote)), DateTime.UtcNow);
@@ -201,7 +201,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         var methods = s.Methods == "all" ? known.ToList() : SweepArguments.List(s.Methods);
         string world = s.World ?? (s.Backend == "mpi" ? backend.WorldSize?.ToString(CultureInfo.InvariantCulture) ?? "1" : quick ? "1,2,4" : "1,2,4,8");
         return new SweepPlan(methods,
-            SweepArguments.Lengths(quick && s.Seq == "1K..64K" ? "1K..4K" : s.Seq),
+            SweepArguments.Lengths(quick && s.Seq == "1K..64K" ? "1K,2K" : s.Seq),
             SweepArguments.Integers(world, "--world"),
             SweepArguments.Masks(s.Mask), SweepArguments.Dtypes(s.Dtype),
             s.Batch, s.Heads, s.KvHeads ?? s.Heads, quick && s.Dim == 64 ? 32 : s.Dim, s.Block, s.Threads,

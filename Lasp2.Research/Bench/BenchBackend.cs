@@ -25,6 +25,12 @@ public interface IBenchBackend : IDisposable
     /// <summary>World sizes this backend can run.</summary>
     bool CanRun(int worldSize);
 
+    /// <summary>
+    /// <see cref="MatmulPeak.Measure"/> with the machine otherwise idle (under MPI on rank 0 while the other
+    /// ranks wait, then shared with them); the same result on every process.
+    /// </summary>
+    IReadOnlyList<PeakMeasurement> MeasurePeaks(IReadOnlyList<int> threads, int size, int repetitions);
+
     /// <summary>Runs <paramref name="rank"/> on <paramref name="worldSize"/> ranks with <paramref name="threadsPerRank"/> libtorch threads.</summary>
     IReadOnlyList<RankResult> Run(int worldSize, int threadsPerRank, Func<IProcessGroup, IReadOnlyList<RankSample>> rank);
 }
@@ -39,6 +45,8 @@ public sealed class InProcessBenchBackend(TimeSpan timeout) : IBenchBackend
     public int? WorldSize => null;
     public bool CanRun(int worldSize) => worldSize >= 1;
     public void Dispose() { }
+    public IReadOnlyList<PeakMeasurement> MeasurePeaks(IReadOnlyList<int> threads, int size, int repetitions) =>
+        MatmulPeak.Measure(threads, size, repetitions);
 
     public IReadOnlyList<RankResult> Run(int worldSize, int threadsPerRank, Func<IProcessGroup, IReadOnlyList<RankSample>> rank)
     {
@@ -72,6 +80,15 @@ public sealed class MpiBenchBackend(IProcessGroup world) : IBenchBackend
     public int? WorldSize => world.WorldSize;
     public bool CanRun(int worldSize) => worldSize == world.WorldSize;
     public void Dispose() => world.Dispose();
+
+    public IReadOnlyList<PeakMeasurement> MeasurePeaks(IReadOnlyList<int> threads, int size, int repetitions)
+    {
+        var peaks = world.Rank == 0 ? MatmulPeak.Measure(threads, size, repetitions) : MatmulPeak.Unmeasured(threads, size);
+        using var scope = NewDisposeScope();
+        var shared = world.Broadcast(tensor(peaks.Select(p => p.GflopsPerSecond).ToArray(), dtype: ScalarType.Float64), root: 0)
+                          .data<double>().ToArray();
+        return peaks.Select((p, i) => p with { GflopsPerSecond = shared[i] }).ToList();
+    }
 
     public IReadOnlyList<RankResult> Run(int worldSize, int threadsPerRank, Func<IProcessGroup, IReadOnlyList<RankSample>> rank)
     {

@@ -31,21 +31,24 @@ public static class MatmulPeak
         int previous = torch.get_num_threads();
         try
         {
-            var results = new List<PeakMeasurement>();
-            foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float64 })
-                foreach (int t in threads)
-                {
-                    if (t < 1) throw new ArgumentOutOfRangeException(nameof(threads), t, "thread counts must be >= 1");
-                    torch.set_num_threads(t);
-                    results.Add(new PeakMeasurement(dtype, t, size, Best(dtype, size, repetitions)));
-                }
-            return results;
+            return Unmeasured(threads, size).Select(p =>
+            {
+                torch.set_num_threads(p.Threads);
+                return p with { GflopsPerSecond = Best(p.Dtype, size, repetitions) };
+            }).ToList();
         }
         finally
         {
             torch.set_num_threads(previous);
         }
     }
+
+    /// <summary>The (dtype, threads) pairs <see cref="Measure"/> measures, in its order, with NaN GFLOP/s.</summary>
+    public static IReadOnlyList<PeakMeasurement> Unmeasured(IReadOnlyList<int> threads, int size) =>
+        (from dtype in new[] { ScalarType.Float32, ScalarType.Float64 }
+         from t in threads
+         select t >= 1 ? new PeakMeasurement(dtype, t, size, double.NaN)
+                       : throw new ArgumentOutOfRangeException(nameof(threads), t, "thread counts must be >= 1")).ToList();
 
     /// <summary>The measured ceiling for <paramref name="dtype"/> at <paramref name="threads"/> (the nearest measured count below or at it).</summary>
     public static double For(IReadOnlyList<PeakMeasurement> peaks, ScalarType dtype, int threads)
