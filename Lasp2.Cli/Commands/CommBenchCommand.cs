@@ -42,9 +42,12 @@ public sealed class CommBenchCommand : Command<CommBenchCommand.Settings>
                  { ("64x64 float32 (16 KiB)", 64L * 64, settings.Iterations), ("16 MiB", 4L << 20, Math.Max(settings.Iterations / 20, 5)) })
         {
             double median = CommLatency.AllGather(group, elements, iterations);
+            // The result [W, n] is a new tensor each call: its first touch is part of the latency.
+            double touch = group.Rank == 0 ? CommLatency.FirstTouch(group.WorldSize * elements, iterations) : 0;
             if (group.Rank == 0)
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{backend,-16} W={group.WorldSize}  AllGather {label,-24} median {median * 1e6,10:0.0} us  ({iterations} iterations)"));
+                    $"{backend,-16} W={group.WorldSize}  AllGather {label,-24} median {median * 1e6,10:0.0} us  " +
+                    $"({iterations} iterations; allocating + first touch of the result alone: {touch * 1e6:0.0} us)"));
         }
         return 0;
     }
