@@ -12,11 +12,8 @@ namespace Lasp2.Cli.Commands;
 /// </summary>
 public sealed class CommBenchCommand : Command<CommBenchCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : RankSettings
     {
-        [CommandOption("--in-process <N>"), Description("Measure N in-process ranks instead of the MPI job.")]
-        public int? InProcess { get; init; }
-
         [CommandOption("--iterations <K>"), Description("Timed iterations for the 16 KiB state (>= 1); the 16 MiB case uses K/20. Default 2000.")]
         public int Iterations { get; init; } = 2000;
 
@@ -26,14 +23,8 @@ public sealed class CommBenchCommand : Command<CommBenchCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        set_num_threads(1);
-        if (settings.InProcess is int worldSize)
-        {
-            ProcessGroups.RunInProcess(worldSize, group => Measure(group, settings, "in-process"), threadsPerRank: 1);
-            return 0;
-        }
-        return ProcessGroups.RunMpi(group => Measure(group, settings, settings.NoCheck ? "mpi (no check)" : "mpi"),
-            checkAgreement: !settings.NoCheck);
+        string backend = settings.InProcess is not null ? "in-process" : settings.NoCheck ? "mpi (no check)" : "mpi";
+        return settings.RunRanks(group => Measure(group, settings, backend), checkAgreement: !settings.NoCheck);
     }
 
     static int Measure(IProcessGroup group, Settings settings, string backend)

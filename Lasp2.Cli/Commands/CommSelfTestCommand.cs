@@ -8,15 +8,12 @@ namespace Lasp2.Cli.Commands;
 /// <summary>
 /// `lasp2 comm-selftest` (hidden): every collective on every rank, checked (see <see cref="CommSelfTest"/>).
 /// Under mpirun / `lasp2 launch` each process is one MPI rank; with --in-process N the ranks are threads.
-/// --fail-rank and --hang-rank inject the faults the tests need. Exit code 0 when every rank passed.
+/// --fail-rank, --hang-rank and --mismatch-rank inject the faults the tests need. Exit code 0 when every rank passed.
 /// </summary>
 public sealed class CommSelfTestCommand : Command<CommSelfTestCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : RankSettings
     {
-        [CommandOption("--in-process <N>"), Description("Run N in-process ranks (threads) instead of MPI ranks.")]
-        public int? InProcess { get; init; }
-
         [CommandOption("--fail-rank <R>"), Description("Rank R throws in the middle of a series of AllGathers (fault test).")]
         public int? FailRank { get; init; }
 
@@ -30,17 +27,8 @@ public sealed class CommSelfTestCommand : Command<CommSelfTestCommand.Settings>
         public double? Timeout { get; init; }
     }
 
-    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
-    {
-        TimeSpan? timeout = settings.Timeout is double s ? TimeSpan.FromSeconds(s) : null;
-        if (settings.InProcess is int worldSize)
-        {
-            var codes = ProcessGroups.RunInProcess(worldSize, group => RankMain(group, settings), timeout, threadsPerRank: 1);
-            return codes.Max();
-        }
-        set_num_threads(1);
-        return ProcessGroups.RunMpi(group => RankMain(group, settings), timeout);
-    }
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken) =>
+        settings.RunRanks(group => RankMain(group, settings), settings.Timeout is double s ? TimeSpan.FromSeconds(s) : null);
 
     static int RankMain(IProcessGroup group, Settings settings)
     {
