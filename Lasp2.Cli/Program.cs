@@ -8,5 +8,9 @@ app.Configure(config =>
     config.SetApplicationName("lasp2");
     config.AddCommand<VerifyCommand>("verify")
           .WithDescription("Check every form and method against the single-device reference; exits non-zero on any failure.");
+    config.AddCommand<LaunchCommand>("launch")
+          .WithDescription("Run a lasp2 command as an N-rank MPI job: lasp2 launch -n 4 -- comm-selftest");
+    config.AddCommand<CommSelfTestCommand>("comm-selftest").IsHidden();
+    config.AddCommand<CommBenchCommand>("comm-bench").IsHidden();
 });
 return app.Run(args);
