@@ -12,5 +12,7 @@ app.Configure(config =>
           .WithDescription("Run a lasp2 command as an N-rank MPI job: lasp2 launch -n 4 -- comm-selftest");
     config.AddCommand<CommSelfTestCommand>("comm-selftest").IsHidden();
     config.AddCommand<CommBenchCommand>("comm-bench").IsHidden();
+    config.AddCommand<TimeLayerCommand>("time-layer").IsHidden()
+          .WithDescription("Time one layer fwd+bwd: a method on W in-process ranks vs the single-device chunked kernel.");
 });
 return app.Run(args);
