@@ -1,3 +1,4 @@
+using Lasp2.Research.Comm.Mpi;
 using static TorchSharp.torch;
 
 namespace Lasp2.Research.Comm;
@@ -8,8 +9,56 @@ namespace Lasp2.Research.Comm;
 /// </summary>
 public static class ProcessGroups
 {
-    /// <summary>Default per-collective timeout of the in-process backend: generous, so only a real mismatch trips it.</summary>
-    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromMinutes(5);
+    /// <summary>
+    /// Default per-collective timeout of both backends: generous (5 minutes), so only a real mismatch trips it;
+    /// the environment variable LASP2_COMM_TIMEOUT (seconds, &gt; 0) overrides it.
+    /// </summary>
+    public static readonly TimeSpan DefaultTimeout =
+        double.TryParse(Environment.GetEnvironmentVariable("LASP2_COMM_TIMEOUT"), System.Globalization.CultureInfo.InvariantCulture,
+            out double seconds) && seconds > 0 ? TimeSpan.FromSeconds(seconds) : TimeSpan.FromMinutes(5);
+
+    /// <summary>True when this process was started by mpirun/mpiexec or `lasp2 launch` (an MPI launcher's variables are set).</summary>
+    public static bool LaunchedByMpi => MpiRuntime.LaunchedByMpi;
+
+    /// <summary>
+    /// The MPI world of this job (initializes MPI with MPI_THREAD_MULTIPLE on first use). Throws
+    /// <see cref="InvalidOperationException"/> when the process was not started by mpirun, and
+    /// <see cref="DllNotFoundException"/> ("install openmpi-bin") when no MPI library is found. Use one world
+    /// group per process and dispose it last: that finalizes MPI.
+    /// </summary>
+    /// <param name="timeout">Per-call timeout (default <see cref="DefaultTimeout"/>): a call that takes longer aborts the job, naming it.</param>
+    /// <param name="checkAgreement">Check before each collective that all ranks agree on call, arguments, dtype and
+    /// shape (default: on, unless LASP2_MPI_CHECK=0).</param>
+    public static MpiProcessGroup FromMpi(TimeSpan? timeout = null, bool? checkAgreement = null)
+    {
+        if (timeout <= TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "timeout must be positive.");
+        var mpi = MpiRuntime.Init();
+        bool check = checkAgreement ?? Environment.GetEnvironmentVariable("LASP2_MPI_CHECK") != "0";
+        return new MpiProcessGroup(mpi, mpi.CommWorld, isWorld: true, timeout ?? DefaultTimeout, check);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/> as this process's rank of the MPI job and returns its exit code. If the body
+    /// throws, the rank prints its error and aborts the whole job (MPI_Abort), so every rank stops at once.
+    /// </summary>
+    public static int RunMpi(Func<IProcessGroup, int> body, TimeSpan? timeout = null, bool? checkAgreement = null)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        var world = FromMpi(timeout, checkAgreement);
+        int code;
+        try
+        {
+            code = body(world);
+        }
+        catch (Exception error)
+        {
+            MpiProcessGroup.Abort($"rank {world.Rank} of {world.WorldSize} failed: {error.GetType().Name}: {error.Message}");
+            return 1;
+        }
+        world.Dispose();
+        return code;
+    }
 
     /// <summary>
     /// Runs <paramref name="body"/> on <paramref name="worldSize"/> ranks, each a thread of this process with
