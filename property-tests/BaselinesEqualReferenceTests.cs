@@ -61,4 +61,26 @@ public class BaselinesEqualReferenceTests
         Assert.Equal(parameter, error.ParamName);
         Assert.Contains(message, error.Message);
     }
+
+    /// <summary>
+    /// A rank that fails validation (here the last one, with a shard of the wrong length) takes the others down
+    /// with its error while they wait in the ring or chain: the run ends with that rank's exception, not a hang
+    /// (the timeout is only a backstop that would fail the test with a different exception).
+    /// </summary>
+    [Theory]
+    [InlineData("ring-softmax")]
+    [InlineData("lasp1")]
+    [InlineData("allgather-cp")]
+    public void OneFailingRankFailsEveryRank(string method)
+    {
+        var failure = Assert.Throws<RankFailedException>(() => ProcessGroups.RunInProcess(3, group =>
+        {
+            using var scope = NewDisposeScope();
+            long local = group.Rank == 2 ? 3 : 4;
+            var x = randn([1, 2, local, 3], dtype: float64);
+            using var y = MethodRegistry.Get(method).Forward(group, x, x, x, new AttentionOptions(Layout: Layout.Zigzag));
+        }, timeout: TimeSpan.FromSeconds(60)));
+        Assert.Equal(2, failure.Rank);
+        Assert.IsAssignableFrom<ArgumentException>(failure.InnerException);
+    }
 }
