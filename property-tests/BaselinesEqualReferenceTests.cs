@@ -19,7 +19,14 @@ public class BaselinesEqualReferenceTests
 {
     const int MaxTest = 40;
 
-    static void EqualsReference(string method)
+    [Theory]
+    [InlineData("lasp1")]
+    [InlineData("ring-linear")]
+    [InlineData("ring-softmax")]
+    [InlineData("allgather-cp")]
+    [InlineData("ulysses-linear")]
+    [InlineData("ulysses-softmax")]
+    public void EqualsReference(string method)
     {
         Prop.ForAll(BaselineCases.For(method), config =>
         {
@@ -31,12 +38,6 @@ public class BaselinesEqualReferenceTests
         }).Check(Config.QuickThrowOnFailure.WithMaxTest(MaxTest));
     }
 
-    [Fact] public void Lasp1EqualsReference() => EqualsReference("lasp1");
-    [Fact] public void RingLinearEqualsReference() => EqualsReference("ring-linear");
-    [Fact] public void RingSoftmaxEqualsReference() => EqualsReference("ring-softmax");
-    [Fact] public void AllGatherContextParallelEqualsReference() => EqualsReference("allgather-cp");
-    [Fact] public void UlyssesLinearEqualsReference() => EqualsReference("ulysses-linear");
-    [Fact] public void UlyssesSoftmaxEqualsReference() => EqualsReference("ulysses-softmax");
 
     /// <summary>Unsupported input fails on every rank before any communication, naming the parameter and the valid range.</summary>
     [Theory]
