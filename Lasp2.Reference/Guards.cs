@@ -72,6 +72,22 @@ public static class Guards
     }
 
     /// <summary>
+    /// Checks linear-attention inputs (equal head counts, non-empty sequence) and their decay; a decay other
+    /// than 1 needs the causal mask. Returns the per-head lambdas.
+    /// </summary>
+    public static double[] LinearAttentionInputs(Tensor q, Tensor k, Tensor v, bool causal, double[]? decay)
+    {
+        AttentionInputs(q, k, v);
+        AtLeast(q.shape[2], 1, "sequence length of q (dimension 2)");
+        var lambda = Decay(decay, q.shape[1]);
+        if (!causal && lambda.Any(l => l != 1.0))
+            throw new ArgumentException(
+                "decay requires the causal mask (it weights past tokens by distance); pass causal: true or decay: null.",
+                nameof(decay));
+        return lambda;
+    }
+
+    /// <summary>
     /// Validates a per-head decay: null means lambda = 1 for every head; otherwise one value per
     /// head, each in (0, 1]. Returns the per-head array.
     /// </summary>
