@@ -8,11 +8,11 @@ app.Configure(config =>
     config.SetApplicationName("lasp2");
     config.AddCommand<VerifyCommand>("verify")
           .WithDescription("Check every form and method against the single-device reference; exits non-zero on any failure.");
+    config.AddCommand<TimeLayerCommand>("time-layer").IsHidden()
+          .WithDescription("Time one layer fwd+bwd: a method on W in-process ranks vs the single-device chunked kernel.");
     config.AddCommand<LaunchCommand>("launch")
           .WithDescription("Run a lasp2 command as an N-rank MPI job: lasp2 launch -n 4 -- comm-selftest");
     config.AddCommand<CommSelfTestCommand>("comm-selftest").IsHidden();
     config.AddCommand<CommBenchCommand>("comm-bench").IsHidden();
-    config.AddCommand<TimeLayerCommand>("time-layer").IsHidden()
-          .WithDescription("Time one layer fwd+bwd: a method on W in-process ranks vs the single-device chunked kernel.");
 });
 return app.Run(args);

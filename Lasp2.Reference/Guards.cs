@@ -88,6 +88,21 @@ public static class Guards
         return decay;
     }
 
+    /// <summary>
+    /// Linear-attention inputs (<see cref="AttentionInputs"/> with equal head counts) and a per-head decay
+    /// (<see cref="Decay"/>), which requires the causal mask unless it is 1 everywhere. Returns the lambdas.
+    /// </summary>
+    public static double[] LinearAttentionInputs(Tensor q, Tensor k, Tensor v, bool causal, double[]? decay)
+    {
+        AttentionInputs(q, k, v);
+        var lambda = Decay(decay, q.shape[1]);
+        if (!causal && lambda.Any(l => l != 1.0))
+            throw new ArgumentException(
+                "decay requires the causal mask (it weights past tokens by distance); pass causal: true or decay: null.",
+                nameof(decay));
+        return lambda;
+    }
+
     /// <summary>Requires an integer parameter to be at least <paramref name="minimum"/>.</summary>
     public static void AtLeast(long value, long minimum, string name)
     {

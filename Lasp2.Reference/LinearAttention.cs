@@ -110,14 +110,6 @@ public static class LinearAttention
         return (exponents.view(1, 1, -1, 1) * logDecay).exp();
     }
 
-    static double[] CheckInputs(Tensor q, Tensor k, Tensor v, bool causal, double[]? decay)
-    {
-        Guards.AttentionInputs(q, k, v);
-        var lambda = Guards.Decay(decay, q.shape[1]);
-        if (!causal && lambda.Any(l => l != 1.0))
-            throw new ArgumentException(
-                "decay requires the causal mask (it weights past tokens by distance); pass causal: true or decay: null.",
-                nameof(decay));
-        return lambda;
-    }
+    static double[] CheckInputs(Tensor q, Tensor k, Tensor v, bool causal, double[]? decay) =>
+        Guards.LinearAttentionInputs(q, k, v, causal, decay);
 }

@@ -86,12 +86,25 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 150); // logs: no wrapping
+        if (Console.IsOutputRedirected || ProcessGroups.LaunchedByMpi) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 150); // logs: no wrapping
+        if (settings.Backend == "inproc") return Run(settings, null);
+        // One rank of an MPI job: an exception on any rank aborts the whole job (non-zero exit everywhere).
+        return ProcessGroups.RunMpi(group =>
+        {
+            torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / group.WorldSize));
+            return Run(settings, group);
+        });
+    }
+
+    /// <summary>
+    /// The checks on the in-process backend (<paramref name="mpiGroup"/> null) or as one rank of an MPI job:
+    /// every rank checks the same global tensors, so all ranks return the same exit code; rank 0 prints.
+    /// </summary>
+    static int Run(Settings settings, IProcessGroup? mpiGroup)
+    {
         var results = new List<CheckResult>();
-        bool mpi = settings.Backend == "mpi";
-        using var mpiGroup = mpi ? OpenMpi() : null;
         bool print = mpiGroup is null || mpiGroup.Rank == 0;
-        if (settings.Method is null && !mpi)
+        if (settings.Method is null && mpiGroup is null)
         {
             var config = new ReferenceCheckConfig(settings.Batch, settings.Heads, settings.KvHeads ?? 2, settings.Seq ?? 97,
                 settings.Dim ?? 16, settings.Dim ?? 16, settings.Decay ?? 0.9, ParseDtype(settings.Dtype), settings.Seed);
@@ -187,8 +200,6 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         }
         return table;
     }
-
-    static IProcessGroup OpenMpi() => throw new NotSupportedException("the MPI backend is not merged yet");
 
     static int[]? ParseWorld(string list)
     {

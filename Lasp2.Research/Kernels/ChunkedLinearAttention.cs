@@ -72,18 +72,9 @@ public static class ChunkedLinearAttention
         // Alg. 2 l.1 (unmasked, Alg. 1): M_t = K_t^T V_t
         if (!causal) return new BlockStates(null, k.transpose(-2, -1).matmul(v));            // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
-        var summaries = new List<Tensor>();
-        var gammas = new List<Tensor>();
-        foreach (var segment in Segments(k.shape[2], blockSize))
-        {
-            var keyDecay = Powers(lambda, segment.Length - 1 - Local(segment, k), blocked: true); // lambda^(L-1-j) [1,H,1,L,1]
-            // s_b = sum_j lambda^(L-1-j) k_j^T v_j
-            summaries.Add((keyDecay * Blocks(k, segment)).transpose(-2, -1).matmul(Blocks(v, segment))); // [B,H,n,Dk,Dv]
-            gammas.Add(Masks.DecayPower(lambda, segment.Length, k.dtype, k.device).unsqueeze(2)
-                            .expand(1, lambda.Length, segment.Count, 1, 1));                  // lambda^L [1,H,n,1,1]
-        }
-        // S_b = lambda^L S_{b-1} + s_b: entering states and the shard summary m
-        var (prefixes, total) = StatePrefix.Exclusive(cat(summaries, 2), cat(gammas, 2), dim: 2);
+        // s_b = sum_j lambda^(L-1-j) k_j^T v_j;  S_b = lambda^L S_{b-1} + s_b: entering states and the summary m
+        var (summaries, gammas) = BlockSummaries(k, v, lambda, blockSize, keySide: true);
+        var (prefixes, total) = StatePrefix.Exclusive(summaries, gammas, dim: 2);
         return new BlockStates(prefixes.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
     }
 
@@ -125,16 +116,9 @@ public static class ChunkedLinearAttention
         // Alg. 3 l.1 / Alg. 4 l.1: dM_t = Q_t^T dO_t
         if (!causal) return new BlockStates(null, q.transpose(-2, -1).matmul(dO));           // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
-        var summaries = new List<Tensor>();
-        var gammas = new List<Tensor>();
-        foreach (var segment in Segments(q.shape[2], blockSize))
-        {
-            var queryDecay = Powers(lambda, Local(segment, q) + 1, blocked: true);
-            summaries.Add((queryDecay * Blocks(q, segment)).transpose(-2, -1).matmul(Blocks(dO, segment)));
-            gammas.Add(Masks.DecayPower(lambda, segment.Length, q.dtype, q.device).unsqueeze(2)
-                            .expand(1, lambda.Length, segment.Count, 1, 1));
-        }
-        var (suffixes, total) = StatePrefix.ExclusiveSuffix(cat(summaries, 2), cat(gammas, 2), dim: 2);
+        // d_b = sum_i lambda^(i'+1) q_i^T do_i;  dS_{b-1} = lambda^L dS_b + d_b: leaving gradients and dm
+        var (summaries, gammas) = BlockSummaries(q, dO, lambda, blockSize, keySide: false);
+        var (suffixes, total) = StatePrefix.ExclusiveSuffix(summaries, gammas, dim: 2);
         return new BlockStates(suffixes.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
     }
 
@@ -192,15 +176,29 @@ public static class ChunkedLinearAttention
     /// <summary>Validates inputs; returns the per-head lambdas. Exposed for methods built on this kernel.</summary>
     public static double[] Check(Tensor q, Tensor k, Tensor v, double[]? decay, int blockSize, bool causal)
     {
-        Guards.AttentionInputs(q, k, v);
+        var lambda = Guards.LinearAttentionInputs(q, k, v, causal, decay);
         Guards.AtLeast(q.shape[2], 1, "sequence length of q (dimension 2)");
         Guards.AtLeast(blockSize, 1, nameof(blockSize));
-        var lambda = Guards.Decay(decay, q.shape[1]);
-        if (!causal && lambda.Any(l => l != 1.0))
-            throw new ArgumentException(
-                "decay requires the causal mask (it weights past tokens by distance); pass causal: true or decay: null.",
-                nameof(decay));
         return lambda;
+    }
+
+    /// <summary>
+    /// Per-block sum_j w_j a_j^T b_j [B,H,nb,Da,Db] with key-side weights w_j = lambda^(L-1-j) (forward states)
+    /// or query-side w_i = lambda^(i'+1) (backward states), and each block's transition gamma_b = lambda^L [1,H,nb,1,1].
+    /// </summary>
+    static (Tensor Summaries, Tensor Gammas) BlockSummaries(Tensor a, Tensor b, double[] lambda, int blockSize, bool keySide)
+    {
+        var summaries = new List<Tensor>();
+        var gammas = new List<Tensor>();
+        foreach (var segment in Segments(a.shape[2], blockSize))
+        {
+            var local = Local(segment, a);
+            var weights = Powers(lambda, keySide ? segment.Length - 1 - local : local + 1, blocked: true); // [1,H,1,L,1]
+            summaries.Add((weights * Blocks(a, segment)).transpose(-2, -1).matmul(Blocks(b, segment)));
+            gammas.Add(Masks.DecayPower(lambda, segment.Length, a.dtype, a.device).unsqueeze(2)
+                            .expand(1, lambda.Length, segment.Count, 1, 1));
+        }
+        return (cat(summaries, 2), cat(gammas, 2));
     }
 
     /// <summary>Count blocks of Length tokens starting at Start: the full blocks, then the shorter tail.</summary>
