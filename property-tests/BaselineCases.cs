@@ -9,7 +9,7 @@ namespace Lasp2.PropertyTests;
 /// <summary>
 /// Random distributed problems a given method supports: W in 1..8, a supported layout and mask, decay
 /// where supported (causal only), grouped KV heads where supported, Ulysses head counts divisible by W,
-/// small awkward shapes (pieces of 1..4 tokens, d 1..6, Dk != Dv, block sizes that do not divide shards).
+/// small awkward shapes (pieces of 1..6 tokens, d 1..6, Dk != Dv, block sizes that do not divide shards).
 /// </summary>
 public static class BaselineCases
 {
@@ -25,7 +25,7 @@ public static class BaselineCases
             from worldSize in Gen.Choose(1, 8)
             from layout in Gen.Elements(supports.Layouts.ToArray())
             from causal in Gen.Elements(masks)
-            from piece in Gen.Choose(1, 4)
+            from piece in Gen.Choose(1, 6)
             from batch in Gen.Choose(1, 2)
             from kvMultiple in Gen.Choose(1, ulysses ? 1 : 2)
             from groups in Gen.Choose(1, supports.GroupedKv ? 3 : 1)

@@ -1,7 +1,11 @@
 using FsCheck;
 using FsCheck.Fluent;
+using Lasp2.Reference;
+using Lasp2.Research.Attention;
+using Lasp2.Research.Comm;
 using Lasp2.Research.Verification;
 using Xunit;
+using static TorchSharp.torch;
 
 namespace Lasp2.PropertyTests;
 
@@ -13,7 +17,7 @@ namespace Lasp2.PropertyTests;
 /// </summary>
 public class BaselinesEqualReferenceTests
 {
-    const int MaxTest = 12;
+    const int MaxTest = 40;
 
     static void EqualsReference(string method)
     {
@@ -33,4 +37,28 @@ public class BaselinesEqualReferenceTests
     [Fact] public void AllGatherContextParallelEqualsReference() => EqualsReference("allgather-cp");
     [Fact] public void UlyssesLinearEqualsReference() => EqualsReference("ulysses-linear");
     [Fact] public void UlyssesSoftmaxEqualsReference() => EqualsReference("ulysses-softmax");
+
+    /// <summary>Unsupported input fails on every rank before any communication, naming the parameter and the valid range.</summary>
+    [Theory]
+    [InlineData("ulysses-softmax", 2, 3, 3, 4, true, false, Layout.Contiguous, "q", "3 query heads are not divisible by worldSize = 2")]
+    [InlineData("ulysses-softmax", 2, 4, 1, 4, true, false, Layout.Contiguous, "q", "1 KV heads are not divisible by worldSize = 2")]
+    [InlineData("ring-softmax", 2, 2, 2, 4, true, true, Layout.Contiguous, "options", "does not support decay")]
+    [InlineData("lasp1", 2, 2, 2, 4, false, false, Layout.Contiguous, "options", "does not support unmasked attention")]
+    [InlineData("allgather-cp", 2, 2, 2, 3, true, false, Layout.Zigzag, "n", "not divisible by 2 * worldSize = 4")]
+    [InlineData("ring-linear", 2, 2, 1, 4, true, false, Layout.Contiguous, "k", "linear attention needs equal head counts")]
+    public void BadInputFailsClearly(string method, int worldSize, int heads, int kvHeads, int local, bool causal, bool decayed,
+                                     Layout layout, string parameter, string message)
+    {
+        var failure = Assert.Throws<RankFailedException>(() => ProcessGroups.RunInProcess(worldSize, group =>
+        {
+            using var scope = NewDisposeScope();
+            var q = randn([1, heads, local, 3], dtype: float64);
+            var kv = randn([1, kvHeads, local, 3], dtype: float64);
+            var options = new AttentionOptions(causal, decayed ? Enumerable.Repeat(0.9, heads).ToArray() : null, layout);
+            MethodRegistry.Get(method).Forward(group, q, kv, kv, options);
+        }));
+        var error = Assert.IsAssignableFrom<ArgumentException>(failure.InnerException);
+        Assert.Equal(parameter, error.ParamName);
+        Assert.Contains(message, error.Message);
+    }
 }

@@ -19,7 +19,7 @@ namespace Lasp2.PropertyTests;
 /// </summary>
 public class CommVolumeTests
 {
-    const int MaxTest = 10;
+    const int MaxTest = 25;
 
     /// <summary>One rank's records of the forward and of the backward pass.</summary>
     sealed record Measured(IReadOnlyList<CommRecord> Forward, IReadOnlyList<CommRecord> Backward);

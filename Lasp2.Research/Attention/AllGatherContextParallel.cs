@@ -17,18 +17,17 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
 {
     public string Name => "allgather-cp";
 
-    public MethodCapabilities Supports => new(AttentionKind.Softmax, Causal: true, Unmasked: true, Decay: false,
-        [Layout.Contiguous, Layout.Zigzag], GroupedKv: true);
+    public MethodCapabilities Supports => BlockKernels.Capabilities(AttentionKind.Softmax);
 
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
-        MethodChecks.Validate(this, group, q, k, v, options);
-        var kernel = new OnlineSoftmax(options.Causal, 1.0 / Math.Sqrt(q.shape[3]));
+        var decay = MethodChecks.Validate(this, group, q, k, v, options);
+        var kernel = BlockKernels.For(AttentionKind.Softmax, options.Causal, q.shape[3], decay);
         return AllGatherFunction.apply(group, kernel, options.Layout, q, k, v)[0];
     }
 
     /// <summary>Alg. 7 forward: gathered [K | V] [B,Hkv,N,Dk+Dv] in global order and this rank's output.</summary>
-    static (Tensor KeysValues, BlockOutput Final) ForwardPass(IProcessGroup group, OnlineSoftmax kernel, Layout layout,
+    static (Tensor KeysValues, BlockOutput Final) ForwardPass(IProcessGroup group, IBlockAttention kernel, Layout layout,
         Tensor q, Tensor k, Tensor v)
     {
         // Alg. 7: [K, V] = AllGather([K_t, V_t]), only the h_kv KV heads
@@ -42,7 +41,7 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
     }
 
     /// <summary>dQ_t locally; dK, dV for all N tokens locally, then ReduceScatter to their owners.</summary>
-    static (Tensor DQ, Tensor DK, Tensor DV) BackwardPass(IProcessGroup group, OnlineSoftmax kernel, Layout layout,
+    static (Tensor DQ, Tensor DK, Tensor DV) BackwardPass(IProcessGroup group, IBlockAttention kernel, Layout layout,
         Tensor q, Tensor keysValues, long dimK, Tensor dO, BlockOutput final)
     {
         var (queryPositions, keyPositions) = Positions(group, layout, q);
@@ -67,7 +66,7 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
 
         public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
         {
-            var (group, kernel, layout) = ((IProcessGroup)vars[0], (OnlineSoftmax)vars[1], (Layout)vars[2]);
+            var (group, kernel, layout) = ((IProcessGroup)vars[0], (IBlockAttention)vars[1], (Layout)vars[2]);
             var (q, k, v) = ((Tensor)vars[3], (Tensor)vars[4], (Tensor)vars[5]);
             using var noGrad = no_grad();
             var (keysValues, final) = ForwardPass(group, kernel, layout, q, k, v);
@@ -83,7 +82,7 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
         public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs)
         {
             var saved = ctx.get_saved_variables();
-            var (dQ, dK, dV) = BackwardPass((IProcessGroup)ctx.get_data("group"), (OnlineSoftmax)ctx.get_data("kernel"),
+            var (dQ, dK, dV) = BackwardPass((IProcessGroup)ctx.get_data("group"), (IBlockAttention)ctx.get_data("kernel"),
                 (Layout)ctx.get_data("layout"), saved[0], saved[1], (long)ctx.get_data("dimK"), gradOutputs[0],
                 (BlockOutput)ctx.get_data("final"));
             return [null!, null!, null!, dQ, dK, dV];

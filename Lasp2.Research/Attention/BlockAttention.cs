@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using static TorchSharp.torch;
 
 namespace Lasp2.Research.Attention;
@@ -31,4 +32,22 @@ public interface IBlockAttention
     /// </summary>
     BlockGrads Backward(Tensor q, Tensor k, Tensor v, Tensor queryPositions, Tensor keyPositions,
                         Tensor dO, BlockOutput final);
+}
+
+/// <summary>The block kernel of each attention kind, and what a method distributing it supports.</summary>
+public static class BlockKernels
+{
+    /// <summary>
+    /// Causal and unmasked, both layouts; softmax with grouped KV heads and no decay, linear with decay and Hkv = H.
+    /// </summary>
+    public static MethodCapabilities Capabilities(AttentionKind kind) =>
+        new(kind, Causal: true, Unmasked: true, Decay: kind == AttentionKind.Linear,
+            [Layout.Contiguous, Layout.Zigzag], GroupedKv: kind == AttentionKind.Softmax);
+
+    /// <summary>
+    /// Softmax (<see cref="OnlineSoftmax"/>, scale 1/sqrt(Dk)) or linear (<see cref="LeftProduct"/> with the per-head
+    /// <paramref name="decay"/> of the query block's heads).
+    /// </summary>
+    public static IBlockAttention For(AttentionKind kind, bool causal, long dimK, double[] decay) =>
+        kind == AttentionKind.Softmax ? new OnlineSoftmax(causal, 1.0 / Math.Sqrt(dimK)) : new LeftProduct(causal, decay);
 }

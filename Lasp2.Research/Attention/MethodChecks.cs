@@ -34,6 +34,8 @@ public static class MethodChecks
         if (decayed && !options.Causal)
             throw new ArgumentException("decay requires the causal mask (it weights past tokens by distance).", nameof(options));
         SequenceLayout.CheckDivisible(q.shape[2] * group.WorldSize, group.WorldSize, options.Layout);
+        if (method.Unsupported(group.WorldSize, q.shape[1], k.shape[1]) is { } reason)
+            throw new ArgumentException(reason + ".", nameof(q));
         return decay;
     }
 

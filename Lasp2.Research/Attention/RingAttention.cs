@@ -20,15 +20,12 @@ public sealed class RingAttention(AttentionKind kind) : ISequenceParallelAttenti
 {
     public string Name => kind == AttentionKind.Softmax ? "ring-softmax" : "ring-linear";
 
-    public MethodCapabilities Supports => new(kind, Causal: true, Unmasked: true, Decay: kind == AttentionKind.Linear,
-        [Layout.Contiguous, Layout.Zigzag], GroupedKv: kind == AttentionKind.Softmax);
+    public MethodCapabilities Supports => BlockKernels.Capabilities(kind);
 
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);
-        IBlockAttention kernel = kind == AttentionKind.Softmax
-            ? new OnlineSoftmax(options.Causal, 1.0 / Math.Sqrt(q.shape[3]))
-            : new LeftProduct(options.Causal, decay);
+        var kernel = BlockKernels.For(kind, options.Causal, q.shape[3], decay);
         return RingFunction.apply(group, kernel, options.Layout, q, k, v)[0];
     }
 

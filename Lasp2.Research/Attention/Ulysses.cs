@@ -18,19 +18,16 @@ public sealed class Ulysses(AttentionKind kind) : ISequenceParallelAttention
 {
     public string Name => kind == AttentionKind.Softmax ? "ulysses-softmax" : "ulysses-linear";
 
-    public MethodCapabilities Supports => new(kind, Causal: true, Unmasked: true, Decay: kind == AttentionKind.Linear,
-        [Layout.Contiguous, Layout.Zigzag], GroupedKv: kind == AttentionKind.Softmax);
+    public MethodCapabilities Supports => BlockKernels.Capabilities(kind);
 
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);
         int worldSize = group.WorldSize;
-        if (Unsupported(worldSize, q.shape[1], k.shape[1]) is { } reason)
-            throw new ArgumentException(reason + ".", q.shape[1] % worldSize != 0 ? nameof(q) : nameof(k));
         long headsPerRank = q.shape[1] / worldSize;
-        IBlockAttention kernel = kind == AttentionKind.Softmax
-            ? new OnlineSoftmax(options.Causal, 1.0 / Math.Sqrt(q.shape[3]))
-            : new LeftProduct(options.Causal, decay.Skip((int)(group.Rank * headsPerRank)).Take((int)headsPerRank).ToArray());
+        // this rank's heads h in [r H/W, (r+1) H/W) keep their own decays
+        var kernel = BlockKernels.For(kind, options.Causal, q.shape[3],
+                                      decay.Skip((int)(group.Rank * headsPerRank)).Take((int)headsPerRank).ToArray());
         var positions = cat(MethodChecks.AllPositions(q.shape[2], worldSize, options.Layout, q.device), 0); // [N] rank order
         return UlyssesFunction.apply(group, kernel, positions, q, k, v)[0];
     }
