@@ -28,7 +28,11 @@ public sealed class Figure(FigureSpec spec)
     public string ToJson() => JsonSerializer.Serialize(Spec);
 
     /// <summary>A complete HTML document with plotly.js embedded (about 3.6 MB): opens offline, no CDN.</summary>
-    public string ToHtml() => RendererContext.Call("Document", ToJson());
+    public string ToHtml()
+    {
+        var json = ToJson();
+        return WithStableId(RendererContext.Call("Document", json), json);
+    }
 
     /// <summary>Writes <see cref="ToHtml"/> to <paramref name="path"/> (directories are created).</summary>
     public void SaveHtml(string path)
@@ -46,14 +50,20 @@ public sealed class Figure(FigureSpec spec)
     public string ToNotebookHtml()
     {
         var json = ToJson();
-        var html = RendererContext.Call("Fragment", json);
-        // Plotly.NET names the div with a fresh GUID; a content hash keeps committed outputs stable.
-        var guid = html.Split("id=\"", 2)[1].Split('"', 2)[0];
-        var id = "lasp2-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(json)))[..16];
-        html = html.Replace(guid, id).Replace(guid.Replace("-", ""), id.Replace("-", "_"));
-        var render = "renderPlotly_" + id.Replace("-", "_");
+        var html = WithStableId(RendererContext.Call("Fragment", json), json);
+        var render = "renderPlotly_" + Id(json).Replace("-", "_");
         return html.Replace(render + "();", $"(window.lasp2PlotlyReady || Promise.resolve()).then({render});");
     }
+
+    /// <summary>Plotly.NET names the div with a fresh GUID; a hash of the figure makes the same chart give the same HTML.</summary>
+    static string WithStableId(string html, string json)
+    {
+        var guid = html.Split("<div id=\"", 2)[1].Split('"', 2)[0];
+        var id = Id(json);
+        return html.Replace(guid, id).Replace(guid.Replace("-", ""), id.Replace("-", "_"));
+    }
+
+    static string Id(string json) => "lasp2-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(json)))[..16];
 
     public override string ToString() => $"{Spec.Kind} chart \"{Spec.Title}\" ({Spec.Series.Count} series)";
 }
@@ -62,7 +72,7 @@ public sealed class Figure(FigureSpec spec)
 public static class NotebookPlotly
 {
     /// <summary>
-    /// A script that defines window.Plotly from plotly.js embedded gzip+base64 (about 1.3 MB instead of
+    /// A script that defines window.Plotly from plotly.js embedded gzip+base64 (about 1.5 MB instead of
     /// 3.6 MB) and sets window.lasp2PlotlyReady, a promise every chart of <see cref="Figure.ToNotebookHtml"/>
     /// waits for. AMD loaders (Jupyter's require.js) are hidden while plotly.js runs so it sets the global.
     /// </summary>
