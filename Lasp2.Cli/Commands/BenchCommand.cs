@@ -85,6 +85,9 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [CommandOption("--report"), Description("Run nothing: read --out, print its summary and targets and redraw the charts.")]
         public bool Report { get; init; }
 
+        [CommandOption("--profile"), Description("Run nothing else: profile the chunked kernel's phases (1 thread; first --seq, --heads, --dim, --block, --dtype) and write <out>-kernel-profile.csv.")]
+        public bool Profile { get; init; }
+
         [CommandOption("--quick"), Description("Smoke run in well under 2 minutes: N 1K,2K, W 1,2,4, float32 causal, d 32, 3 iterations (other options still apply on top).")]
         public bool Quick { get; init; }
 
@@ -119,6 +122,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
         if (settings.Report) return Report(settings, BenchCsv.Load(settings.Out));
+        if (settings.Profile) return Profile(settings);
         var watch = Stopwatch.StartNew();
         using var backend = BenchBackends.Create(settings.Backend, TimeSpan.FromSeconds(settings.Timeout));
         var methods = BenchMethods.All();
@@ -165,6 +169,19 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         if (charts != "none")
             foreach (var path in BenchCharts.Save(frame, charts))
                 AnsiConsole.MarkupLine($"chart [bold]{Markup.Escape(path)}[/]");
+        return 0;
+    }
+
+    static int Profile(Settings s)
+    {
+        torch.set_num_threads(1);
+        long n = SweepArguments.Lengths(s.Seq)[0];
+        var profile = KernelProfile.Run(s.Batch, s.Heads, n, s.Dim, s.Block, SweepArguments.Dtypes(s.Dtype)[0]);
+        AnsiConsole.Write(FrameTable($"chunked kernel phases, B={s.Batch} H={s.Heads} N={n} d={s.Dim} L={s.Block} {s.Dtype}, 1 thread (memory in [B,H,N,d] tensors)", profile));
+        string path = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(s.Out))!, Path.GetFileNameWithoutExtension(s.Out) + "-kernel-profile.csv");
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        DataFrame.SaveCsv(profile, path);
+        AnsiConsole.MarkupLine($"wrote [bold]{Markup.Escape(path)}[/]");
         return 0;
     }
 
