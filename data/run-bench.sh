@@ -25,7 +25,9 @@ done
 # 3. Targets: the kernel at N = 64K, h = 1, d = 128 on 2 and 1 threads; LASP-2 on 4 in-process ranks, 1 thread each.
 step target-kernel-2t lasp2 bench --methods chunked --seq 64K --world 1 --heads 1 --dim 128 --threads 2 --out $csv --append --charts none
 step target-kernel-1t lasp2 bench --methods chunked,lasp2 --seq 64K --world 1,4 --heads 1 --dim 128 --threads 1 --out $csv --append --charts none
-# 4. Scale: the longest causal LASP-2 layer (h = 2, d = 64, fp32) fwd+bwd on 8 in-process ranks, up to 2M tokens.
+# 4. Where the kernel's time and memory go (1 thread): data/bench-kernel-profile.csv.
+step profile lasp2 bench --profile --seq 64K --heads 1 --dim 128 --out $csv
+# 5. Scale: the longest causal LASP-2 layer (h = 2, d = 64, fp32) fwd+bwd on 8 in-process ranks, up to 2M tokens.
 step scale lasp2 bench --methods lasp2 --seq 256K,512K,1M,2M --world 8 --warmup 0 --iterations 2 --max-seconds 300 --memory-gb 21 --out $csv --append --charts none
 # Charts, summary and targets from the whole file.
 step report lasp2 bench --report --out $csv

@@ -164,6 +164,17 @@ public class BenchTests
         Assert.Contains("--world", Assert.Throws<ArgumentException>(() => SweepArguments.Integers("1,0", "--world")).Message);
     }
 
+    [Fact]
+    public void KernelProfileTimesEveryPhase()
+    {
+        var profile = KernelProfile.Run(batch: 1, heads: 2, seqLen: 96, dim: 8, blockSize: 32, TorchSharp.torch.ScalarType.Float32, repetitions: 1);
+        Assert.Equal(["phase", "cpu_ms", "gflops_per_s", "peak_tensors", "live_tensors"], profile.Columns.Select(c => c.Name));
+        Assert.Equal(9, profile.Rows.Count);
+        Assert.All(profile.Rows, r => Assert.True(Number(r, "cpu_ms") > 0, Text(r, "phase")));
+        Assert.Equal("blockSize", Assert.Throws<ArgumentOutOfRangeException>(() =>
+            KernelProfile.Run(1, 1, 100, 8, 32, TorchSharp.torch.ScalarType.Float32)).ParamName);    // 32 does not divide 100
+    }
+
     /// <summary>
     /// `lasp2 bench --quick` on tiny sizes (N = 256, 512; W = 1, 2, 4): every method has a measured row,
     /// every measured row has positive times and throughput, and every distributed row sent and received
