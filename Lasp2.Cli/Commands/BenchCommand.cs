@@ -135,7 +135,13 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         var runContext = new BenchContext(MachineInfo.Current(), peaks, launch + string.Join(' ', context.Arguments.Select(Quote)), DateTime.UtcNow);
         if (reporter) AnsiConsole.Write(PeakTable(runContext));
 
-        BenchSweep Sweep(Action<BenchCase, int, int>? progress) => new(backend, methods, runContext) { Progress = progress };
+        // Rows reach the CSV as they are measured: a run that dies keeps what it measured.
+        if (reporter) BenchCsv.Write(settings.Out, [], settings.Append);
+        BenchSweep Sweep(Action<BenchCase, int, int>? progress) => new(backend, methods, runContext)
+        {
+            Progress = progress,
+            Measured = reporter ? row => BenchCsv.Write(settings.Out, [row], append: true) : null,
+        };
         IReadOnlyList<BenchRow> rows = [];
         if (reporter && !Console.IsOutputRedirected)
             AnsiConsole.Progress().Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
@@ -149,7 +155,6 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             rows = Sweep(reporter ? (c, done, total) => Console.WriteLine($"[{done + 1}/{total}] {c.Label}") : null).Run(plan);
         if (!reporter) return 0;
 
-        BenchCsv.Write(settings.Out, rows, settings.Append);
         AnsiConsole.Write(FrameTable("This run", BenchFrame.Summary(BenchFrame.From(rows))));
         AnsiConsole.MarkupLine($"wrote {rows.Count} rows to [bold]{Markup.Escape(settings.Out)}[/] in {watch.Elapsed.TotalSeconds:0.0} s");
         return Report(settings, BenchCsv.Load(settings.Out), summary: false);

@@ -44,6 +44,9 @@ public sealed class BenchSweep(IBenchBackend backend, IReadOnlyDictionary<string
     /// <summary>Called before each configuration runs, with the number done so far and the planned total.</summary>
     public Action<BenchCase, int, int>? Progress { get; init; }
 
+    /// <summary>Called with each row as soon as it is measured (so a run that dies keeps what it measured).</summary>
+    public Action<BenchRow>? Measured { get; init; }
+
     /// <summary>Runs the plan; returns one row per configuration tried.</summary>
     public IReadOnlyList<BenchRow> Run(SweepPlan plan)
     {
@@ -63,6 +66,7 @@ public sealed class BenchSweep(IBenchBackend backend, IReadOnlyDictionary<string
                     ? BenchRow.Unmeasured(benchCase, context, "skipped: " + reason)
                     : RunOne(benchCase);
                 rows.Add(row);
+                Measured?.Invoke(row);
                 if (row.Status != "ok") break;
                 measured.Add(row);
                 done++;
