@@ -117,7 +117,7 @@ public static class ChunkedLinearAttention
     /// </summary>
     public static BlockStates BackwardStates(Tensor q, Tensor dO, double[] lambda, int blockSize, bool causal)
     {
-        // Alg. 3 l.1 / Alg. 4 step 1: dM_t = Q_t^T dO_t
+        // Alg. 3 / Alg. 4 step 1: dM_t = Q_t^T dO_t
         if (!causal) return new BlockStates(null, q.transpose(-2, -1).matmul(dO));           // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
         // d_b = sum_i lambda^(i'+1) q_i^T do_i;  dS_{b-1} = lambda^L dS_b + d_b: leaving gradients and dm
