@@ -26,7 +26,7 @@ public static class BenchRunner
         device ??= CPU;
         var s = benchCase.Shape;
         using var scope = NewDisposeScope();
-        var generator = new Generator(20250211 + (ulong)group.Rank);
+        using var generator = new Generator(20250211 + (ulong)group.Rank);
         Tensor Random(long heads) =>
             randn([s.Batch, heads, s.LocalLen, s.HeadDim], dtype: benchCase.Dtype, device: device, generator: generator) / Math.Sqrt(s.HeadDim);
         var (q, k, v, dO) = (Random(s.Heads), Random(s.KvHeads), Random(s.KvHeads), Random(s.Heads)); // [B,H,C,D]
