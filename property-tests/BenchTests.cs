@@ -155,6 +155,15 @@ public class BenchTests
     }
 
     [Fact]
+    public void ProcLinesParseWithTabsAndPadding()
+    {
+        Assert.Equal(123, ProcStatus.ParseKiB("VmHWM:\t     123 kB"));
+        Assert.Equal(13107200, ProcStatus.ParseKiB("VmHWM:\t13107200 kB"));                   // no padding left at 8 digits
+        Assert.Equal(24576000, ProcStatus.ParseKiB("MemTotal:       24576000 kB"));
+        Assert.True(ProcStatus.PeakResidentBytes() >= ProcStatus.ResidentBytes() / 2 && ProcStatus.ResidentBytes() > 0);
+    }
+
+    [Fact]
     public void SweepArgumentsParseAndRejectClearly()
     {
         Assert.Equal([1024L, 2048, 4096], SweepArguments.Lengths("1K..4K"));

@@ -58,11 +58,12 @@ public sealed class InProcessBenchBackend(TimeSpan timeout) : IBenchBackend
         return samples.Select(s => new RankResult(s, perRank, peak)).ToArray();
     }
 
-    /// <summary>Collects garbage (finalizers free native tensors), resets the peak and returns the resident set.</summary>
+    /// <summary>Collects garbage (finalizers free native tensors), trims the native heap, resets the peak and returns the resident set.</summary>
     internal static long MemoryBaseline()
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
+        ProcStatus.TrimNativeHeap();
         ProcStatus.ResetPeak();
         return ProcStatus.ResidentBytes();
     }
