@@ -115,6 +115,8 @@ public static class CommSelfTest
             var gather = g.AllGatherAsync(inputs[rank]);
             var ring = g.SendRecvAsync(inputs[rank], (rank + 1) % w, (rank + w - 1) % w);
             var scatter = g.ReduceScatterAsync(stack(Enumerable.Repeat(inputs[rank], w).ToArray()));
+            // Polling IsCompleted (which may complete the operation) before Wait must not change the result.
+            while (!ring.IsCompleted) Thread.Yield();
             Expect("ReduceScatterAsync in flight", Fold(inputs, ReduceOp.Sum).to(float32), scatter.Wait(), 1e-6);
             Expect("SendRecvAsync in flight", inputs[(rank + w - 1) % w], ring.Wait());
             Expect("AllGatherAsync in flight", stack(inputs), gather.Wait());

@@ -32,12 +32,12 @@ public sealed unsafe partial class MpiProcessGroup
         string name = $"Recv #{messages++} from rank {source}";
         long size = result.ElementSize;
         nint type = MpiRuntime.ElementType(mpi, size);
-        var status = new MpiRuntime.Status();
+        var status = GC.AllocateArray<byte>(MpiNative.StatusBytes, pinned: true);
         Blocking(name, () =>
         {
             foreach (var (offset, count) in Pieces(result.NumberOfElements))
             {
-                Call(mpi.Recv(Address(result) + offset * size, count, type, source, Tag, comm, status.Bytes), "MPI_Recv");
+                Call(mpi.Recv(Address(result) + offset * size, count, type, source, Tag, comm, Address(status)), "MPI_Recv");
                 CheckCount(name, status, type, count, source);
             }
         });
@@ -58,13 +58,13 @@ public sealed unsafe partial class MpiProcessGroup
         string name = $"SendRecv #{messages++} to rank {destination} from rank {source}";
         long size = input.ElementSize;
         nint type = MpiRuntime.ElementType(mpi, size);
-        var status = new MpiRuntime.Status();
+        var status = GC.AllocateArray<byte>(MpiNative.StatusBytes, pinned: true);
         Blocking(name, () =>
         {
             foreach (var (offset, count) in Pieces(input.NumberOfElements))
             {
                 Call(mpi.Sendrecv(Address(x) + offset * size, count, type, destination, Tag,
-                    Address(result) + offset * size, count, type, source, Tag, comm, status.Bytes), "MPI_Sendrecv");
+                    Address(result) + offset * size, count, type, source, Tag, comm, Address(status)), "MPI_Sendrecv");
                 CheckCount(name, status, type, count, source);
             }
         });
@@ -90,10 +90,10 @@ public sealed unsafe partial class MpiProcessGroup
             mpi.Isend(Address(copy) + offset, count, type, destination, Tag, comm, request), "MPI_Isend");
         nint elementType = MpiRuntime.ElementType(mpi, size);
         return Pending(CommKind.SendRecv, CommVolume.SendRecv(Rank, destination, source, CommArgs.Bytes(input)), name,
-            check: null, receives.Concat(sent).ToArray(), [copy], result, input.device,
-            statuses =>
+            check: null, [receives, sent], [copy], result, input.device,
+            () =>
             {
-                for (int i = 0; i < pieces.Length; i++) CheckCount(name, statuses[i], elementType, pieces[i].Count, source);
+                for (int i = 0; i < pieces.Length; i++) CheckCount(name, receives.Statuses[i], elementType, pieces[i].Count, source);
             });
     }
 
@@ -108,7 +108,7 @@ public sealed unsafe partial class MpiProcessGroup
         var requests = Post([(0, (int)n)], size, (_, count, type, request) =>
             mpi.Iallgather(Address(copy), count, type, Address(result), count, type, comm, request), "MPI_Iallgather");
         return Pending(CommKind.AllGather, CommVolume.AllGather(WorldSize, CommArgs.Bytes(input)), name, check,
-            requests, [copy], result, input.device, null);
+            [requests], [copy], result, input.device, null);
     }
 
     public ICommHandle ReduceScatterAsync(Tensor input)
@@ -120,9 +120,9 @@ public sealed unsafe partial class MpiProcessGroup
         var (name, check) = Begin(CommKind.ReduceScatter, "", input, nonblocking: true);
         var copy = Private(() => Host(input).clone());
         var result = Private(() => empty(input.shape[1..], dtype: input.dtype));
-        nint request = 0;
+        var request = new MpiRequests(mpi, 1);
         lock (MpiRuntime.CallGate)
-            Call(mpi.IreduceScatterBlock(Address(copy), Address(result), (int)n, type, op, comm, &request), "MPI_Ireduce_scatter_block");
+            Call(mpi.IreduceScatterBlock(Address(copy), Address(result), (int)n, type, op, comm, request.Slot(0)), "MPI_Ireduce_scatter_block");
         return Pending(CommKind.ReduceScatter, CommVolume.ReduceScatter(WorldSize, CommArgs.Bytes(input)), name, check,
             [request], [copy], result, input.device, null);
     }
@@ -134,16 +134,14 @@ public sealed unsafe partial class MpiProcessGroup
     /// Posts one nonblocking call per piece and returns the requests. <paramref name="post"/> gets the byte offset,
     /// the element count, the element datatype and where to store the request.
     /// </summary>
-    nint[] Post(IEnumerable<(long Offset, int Count)> pieces, long elementSize,
-        PostPiece post, string function)
+    MpiRequests Post(IEnumerable<(long Offset, int Count)> pieces, long elementSize, PostPiece post, string function)
     {
         var list = pieces.ToArray();
-        var requests = new nint[list.Length];
+        var requests = new MpiRequests(mpi, list.Length);
         nint type = MpiRuntime.ElementType(mpi, elementSize);
         lock (MpiRuntime.CallGate)
             for (int i = 0; i < list.Length; i++)
-                fixed (nint* request = &requests[i])
-                    Call(post(list[i].Offset * elementSize, list[i].Count, type, request), function);
+                Call(post(list[i].Offset * elementSize, list[i].Count, type, requests.Slot(i)), function);
         return requests;
     }
 
@@ -151,15 +149,15 @@ public sealed unsafe partial class MpiProcessGroup
     /// The handle of a nonblocking operation: Wait verifies the agreement check, completes every request (under
     /// the watchdog), runs <paramref name="verify"/> on the statuses, frees the buffers and hands over the result.
     /// </summary>
-    PendingCollective Pending(string kind, CommBytes bytes, string name, MpiAgreement? check, nint[] requests,
-        Tensor[] buffers, Tensor result, Device device, Action<MpiRuntime.Status[]>? verify) =>
+    PendingCollective Pending(string kind, CommBytes bytes, string name, MpiAgreement? check, MpiRequests[] requests,
+        Tensor[] buffers, Tensor result, Device device, Action? verify) =>
         new(kind, bytes, Stats,
-            () => Enumerable.Range(0, requests.Length).All(i => MpiRuntime.Test(mpi, ref requests[i])),
+            () => requests.All(r => r.TestAll()),
             () => MpiRuntime.Watched(name, Timeout, () =>
             {
                 check?.Verify();
-                var statuses = Enumerable.Range(0, requests.Length).Select(i => MpiRuntime.Complete(mpi, ref requests[i])).ToArray();
-                verify?.Invoke(statuses);
+                foreach (var r in requests) r.WaitAll();
+                verify?.Invoke();
                 foreach (var buffer in buffers) buffer.Dispose();
                 // A new handle in the waiting thread's dispose scope takes over the storage.
                 var owned = OnDevice(result.detach(), device);
@@ -189,24 +187,27 @@ public sealed unsafe partial class MpiProcessGroup
         for (int s = sends.Count - 1; s >= 0; s--)
         {
             var (copy, requests) = sends[s];
-            bool done = true;
-            for (int i = 0; i < requests.Length; i++)
-                if (all) MpiRuntime.Complete(mpi, ref requests[i]);
-                else done &= MpiRuntime.Test(mpi, ref requests[i]);
-            if (!done) continue;
+            if (all) requests.WaitAll();
+            else if (!requests.TestAll()) continue;
             copy.Dispose();
             sends.RemoveAt(s);
         }
     }
 
     /// <summary>A received message must fill the whole buffer; MPI itself rejects one that is too long.</summary>
-    void CheckCount(string name, MpiRuntime.Status status, nint type, int expected, int source)
+    void CheckCount(string name, byte[] status, nint type, int expected, int source)
     {
         int received;
-        MpiNative.Check(mpi.GetCount(status.Bytes, type, &received), "MPI_Get_count");
+        MpiNative.Check(mpi.GetCount(Address(status), type, &received), "MPI_Get_count");
         if (received != expected)
             throw new CommException(
                 $"{name}: rank {source} sent {received} elements but rank {Rank} expects {expected}; the shapes or dtypes differ.");
+    }
+
+    /// <summary>Address of a buffer on the pinned-object heap.</summary>
+    static byte* Address(byte[] pinned)
+    {
+        fixed (byte* data = pinned) return data;
     }
 
     /// <summary>A buffer owned by a nonblocking operation, outside every dispose scope, so MPI's memory outlives the caller's scope.</summary>

@@ -23,7 +23,7 @@ public sealed unsafe partial class MpiProcessGroup : IProcessGroup
 
     readonly MpiNative mpi;
     readonly bool isWorld;
-    readonly List<(Tensor Copy, nint[] Requests)> sends = new();
+    readonly List<(Tensor Copy, MpiRequests Requests)> sends = new();
     nint comm;
     long calls, messages;
     bool disposed;
@@ -76,22 +76,10 @@ public sealed unsafe partial class MpiProcessGroup : IProcessGroup
         string name = Begin(CommKind.AllGather, "", input, nonblocking: false).Name;
         var x = Host(input);
         var result = empty([WorldSize, .. input.shape], dtype: input.dtype);
-        long n = input.NumberOfElements, size = input.ElementSize;
-        nint type = MpiRuntime.ElementType(mpi, size);
-        Blocking(name, () =>
-        {
-            foreach (var (offset, count) in Pieces(n))
-            {
-                if (count == n)
-                {
-                    Call(mpi.Allgather(Address(x), count, type, Address(result), count, type, comm), "MPI_Allgather");
-                    continue;
-                }
-                var stage = empty([WorldSize, count], dtype: input.dtype);
-                Call(mpi.Allgather(Address(x) + offset * size, count, type, Address(stage), count, type, comm), "MPI_Allgather");
-                result.view(WorldSize, n).narrow(1, offset, count).copy_(stage);
-            }
-        });
+        long n = input.NumberOfElements;
+        nint type = MpiRuntime.ElementType(mpi, input.ElementSize);
+        Blocking(name, () => Blocks(x, result, n, (send, receive, count) =>
+            Call(mpi.Allgather(send, count, type, receive, count, type, comm), "MPI_Allgather")));
         Record(CommKind.AllGather, CommVolume.AllGather(WorldSize, CommArgs.Bytes(input)), started);
         return OnDevice(result, input.device).MoveToOuterDisposeScope();
     }
@@ -147,23 +135,10 @@ public sealed unsafe partial class MpiProcessGroup : IProcessGroup
         // Block j (for rank j) must be contiguous: bring the split dimension to the front.
         var x = Host(input).transpose(0, split).contiguous();              // [W*b, ...]
         var received = empty_like(x);
-        long m = x.NumberOfElements / WorldSize, size = input.ElementSize;
-        nint type = MpiRuntime.ElementType(mpi, size);
-        Blocking(name, () =>
-        {
-            foreach (var (offset, count) in Pieces(m))
-            {
-                if (count == m)
-                {
-                    Call(mpi.Alltoall(Address(x), count, type, Address(received), count, type, comm), "MPI_Alltoall");
-                    continue;
-                }
-                var send = x.view(WorldSize, m).narrow(1, offset, count).contiguous();
-                var stage = empty([WorldSize, count], dtype: input.dtype);
-                Call(mpi.Alltoall(Address(send), count, type, Address(stage), count, type, comm), "MPI_Alltoall");
-                received.view(WorldSize, m).narrow(1, offset, count).copy_(stage);
-            }
-        });
+        long m = x.NumberOfElements / WorldSize;
+        nint type = MpiRuntime.ElementType(mpi, input.ElementSize);
+        Blocking(name, () => Blocks(x, received, m, (send, receive, count) =>
+            Call(mpi.Alltoall(send, count, type, receive, count, type, comm), "MPI_Alltoall")));
         var blocks = received.chunk(WorldSize, 0).Select(block => block.transpose(0, split)).ToArray();
         var result = cat(blocks, concat);
         Record(CommKind.AllToAll, CommVolume.AllToAll(WorldSize, CommArgs.Bytes(input)), started);
@@ -245,6 +220,30 @@ public sealed unsafe partial class MpiProcessGroup : IProcessGroup
 
     void Record(string kind, CommBytes bytes, long started) =>
         Stats.Record(kind, bytes.Sent, bytes.Received, Stopwatch.GetElapsedTime(started));
+
+    /// <summary>One block collective call: send buffer, receive buffer, elements per block.</summary>
+    delegate void BlockCall(byte* send, byte* receive, int count);
+
+    /// <summary>
+    /// A block collective (Allgather, Alltoall) in pieces: <paramref name="send"/> holds 1 or W blocks and
+    /// <paramref name="receive"/> W blocks of <paramref name="blockElements"/> each. One piece goes straight
+    /// between the tensors; a split transfer stages each piece's columns through contiguous buffers.
+    /// </summary>
+    void Blocks(Tensor send, Tensor receive, long blockElements, BlockCall call)
+    {
+        foreach (var (offset, count) in Pieces(blockElements))
+        {
+            if (count == blockElements)
+            {
+                call(Address(send), Address(receive), count);
+                continue;
+            }
+            var sendPiece = send.view(-1, blockElements).narrow(1, offset, count).contiguous();
+            var stage = empty([WorldSize, count], dtype: receive.dtype);
+            call(Address(sendPiece), Address(stage), count);
+            receive.view(WorldSize, blockElements).narrow(1, offset, count).copy_(stage);
+        }
+    }
 
     /// <summary>(offset, count) pieces of at most <see cref="MaxCount"/> elements; one empty piece for an empty tensor.</summary>
     static IEnumerable<(long Offset, int Count)> Pieces(long elements)

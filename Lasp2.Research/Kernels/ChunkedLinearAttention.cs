@@ -181,7 +181,6 @@ public static class ChunkedLinearAttention
     public static double[] Check(Tensor q, Tensor k, Tensor v, double[]? decay, int blockSize, bool causal)
     {
         var lambda = Guards.LinearAttentionInputs(q, k, v, causal, decay);
-        Guards.AtLeast(q.shape[2], 1, "sequence length of q (dimension 2)");
         Guards.AtLeast(blockSize, 1, nameof(blockSize));
         return lambda;
     }

@@ -18,7 +18,8 @@ sealed unsafe class MpiAgreement
     readonly MpiNative mpi;
     readonly long[] all;        // pinned (pinned object heap): MPI may write it after Start returns
     readonly long[] mine;
-    nint request;
+    bool nonblocking;
+    readonly MpiRequests request;
 
     MpiAgreement(string name, MpiNative mpi, long[] mine, long[] all)
     {
@@ -26,6 +27,7 @@ sealed unsafe class MpiAgreement
         this.mpi = mpi;
         this.mine = mine;
         this.all = all;
+        request = new MpiRequests(mpi, 1);
     }
 
     /// <summary>
@@ -44,11 +46,11 @@ sealed unsafe class MpiAgreement
         mine[5] = shape.Aggregate(Fnv(""), (hash, extent) => (hash ^ extent) * 1099511628211L);
         for (int d = 0; d < Math.Min(shape.Length, MaxListedDims); d++) mine[6 + d] = shape[d];
         var check = new MpiAgreement(name, mpi, mine, GC.AllocateArray<long>(Fields * worldSize, pinned: true));
+        check.nonblocking = nonblocking;
         fixed (long* send = check.mine, receive = check.all)
-        fixed (nint* pending = &check.request)
             lock (MpiRuntime.CallGate)
                 MpiNative.Check(nonblocking
-                    ? mpi.Iallgather(send, Fields * sizeof(long), mpi.Byte, receive, Fields * sizeof(long), mpi.Byte, comm, pending)
+                    ? mpi.Iallgather(send, Fields * sizeof(long), mpi.Byte, receive, Fields * sizeof(long), mpi.Byte, comm, check.request.Slot(0))
                     : mpi.Allgather(send, Fields * sizeof(long), mpi.Byte, receive, Fields * sizeof(long), mpi.Byte, comm),
                     "MPI_Allgather (agreement check)");
         return check;
@@ -57,7 +59,7 @@ sealed unsafe class MpiAgreement
     /// <summary>Waits for the exchange; throws unless every rank made the same call with the same arguments, dtype and shape.</summary>
     public void Verify()
     {
-        if (request != 0) MpiRuntime.Complete(mpi, ref request);
+        if (nonblocking) request.WaitAll();
         int worldSize = all.Length / Fields;
         var each = Enumerable.Range(0, worldSize).Select(r => all.AsSpan(r * Fields, Fields).ToArray()).ToArray();
         if (each.All(fields => fields.AsSpan().SequenceEqual(mine))) return;

@@ -15,7 +15,7 @@ namespace Lasp2.Research.Comm.Mpi;
 /// provides, and a group may be used from any thread (async handles may be waited on another thread).
 /// Blocking collectives run on the calling thread; asynchronous forms are MPI nonblocking operations
 /// (MPI_Iallgather, MPI_Ireduce_scatter_block, MPI_Isend/MPI_Irecv) completed in Wait, which polls
-/// MPI_Test and releases the lock between polls. MPI_Abort is called without the lock.
+/// MPI_Test and releases the lock between polls (<see cref="MpiRequests"/>). MPI_Abort is called without the lock.
 /// </summary>
 static unsafe class MpiRuntime
 {
@@ -66,6 +66,8 @@ static unsafe class MpiRuntime
             f16Sum = Op(mpi, &F16Sum);
             f16Max = Op(mpi, &F16Max);
             new Thread(Watchdog) { IsBackground = true, Name = "lasp2 MPI watchdog" }.Start();
+            // A program that never disposed its world group still finalizes, so mpirun sees a clean exit.
+            AppDomain.CurrentDomain.ProcessExit += (_, _) => FinalizeMpi();
             native = mpi;
             return mpi;
         }
@@ -93,36 +95,6 @@ static unsafe class MpiRuntime
         _ => throw new NotSupportedException(
             $"MPI reductions support float32, float64, bfloat16 and float16; got {dtype}."),
     };
-
-    /// <summary>
-    /// Completes a nonblocking request by polling MPI_Test, releasing <see cref="CallGate"/> between polls so
-    /// other threads can make progress; returns the status (for MPI_Get_count).
-    /// </summary>
-    public static Status Complete(MpiNative mpi, ref nint request)
-    {
-        var status = new Status();
-        var spin = new SpinWait();
-        while (true)
-        {
-            int flag;
-            lock (CallGate)
-                fixed (nint* pending = &request)
-                    MpiNative.Check(mpi.Test(pending, &flag, status.Bytes), "MPI_Test");
-            if (flag != 0) return status;
-            spin.SpinOnce(sleep1Threshold: -1);
-        }
-    }
-
-    /// <summary>True once <paramref name="request"/> has completed (MPI_Test, which also drives progress).</summary>
-    public static bool Test(MpiNative mpi, ref nint request)
-    {
-        int flag;
-        var status = stackalloc byte[MpiNative.StatusBytes];   // never null: MPI_STATUS_IGNORE is 1 in MPICH
-        lock (CallGate)
-            fixed (nint* pending = &request)
-                MpiNative.Check(mpi.Test(pending, &flag, status), "MPI_Test");
-        return flag != 0;
-    }
 
     /// <summary>
     /// Runs <paramref name="call"/> under the watchdog: if it has not returned after <paramref name="timeout"/>,
@@ -158,10 +130,16 @@ static unsafe class MpiRuntime
         {
             if (native is not { } mpi) return;
             int finalized;
-            lock (CallGate)
+            // At process exit a thread may still be blocked inside MPI: then leave finalization to mpirun.
+            if (!Monitor.TryEnter(CallGate, TimeSpan.FromSeconds(1))) return;
+            try
             {
                 MpiNative.Check(mpi.Finalized(&finalized), "MPI_Finalized");
                 if (finalized == 0) MpiNative.Check(mpi.Finalize(), "MPI_Finalize");
+            }
+            finally
+            {
+                Monitor.Exit(CallGate);
             }
         }
     }
@@ -223,16 +201,5 @@ static unsafe class MpiRuntime
         var a = new ReadOnlySpan<ushort>(input, length);
         var b = new Span<ushort>(inout, length);
         for (int i = 0; i < length; i++) b[i] = format.FromFloat(op(format.ToFloat(a[i]), format.ToFloat(b[i])));
-    }
-
-    /// <summary>An MPI_Status of either ABI, in stable (pinned-object-heap) memory.</summary>
-    public sealed class Status
-    {
-        readonly byte[] buffer = GC.AllocateArray<byte>(MpiNative.StatusBytes, pinned: true);
-
-        public byte* Bytes
-        {
-            get { fixed (byte* b = buffer) return b; }
-        }
     }
 }
