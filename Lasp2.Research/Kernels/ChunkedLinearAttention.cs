@@ -9,9 +9,9 @@ namespace Lasp2.Research.Kernels;
 /// The local chunked linear-attention kernel: forward and hand-written backward for one shard
 /// q, k [B,H,C,Dk], v [B,H,C,Dv] with a per-head decay lambda in (0, 1], an optional initial state S_0
 /// [B,H,Dk,Dv] (the prefix supplied by communication) and the state after the shard as a result.
-/// Blocked: the shard is cut into blocks of <c>blockSize</c> tokens (the last one may be shorter); all
-/// full blocks are processed together as [B,H,nb,L,.] batches, so the largest temporary is [B,H,nb,L,L]
-/// (never C x C). With W = 1 and no initial state this is plain single-device chunked linear attention.
+/// Blocked: the shard is cut into blocks of <c>blockSize</c> tokens (the last one may be shorter); full
+/// blocks are processed in batches [B,H,n,L,.] of about 2^20 elements, so the largest temporary is
+/// [B,H,n,L,L] (never C x C, and bounded whatever C is). With W = 1 and no initial state this is plain single-device chunked linear attention.
 ///
 /// Causal, local index i in the shard, block b with in-block index i' and length L (algorithms.md, form 4):
 ///   s_b = sum_j lambda^(L-1-j) k_j^T v_j,  S_b = lambda^L S_{b-1} + s_b (S_{-1} = S_0; the StatePrefix fold)
@@ -89,7 +89,7 @@ public static class ChunkedLinearAttention
         using var scope = NewDisposeScope();
         var outputs = new List<Tensor>();
         long block = 0;
-        foreach (var segment in Segments(q.shape[2], blockSize))
+        foreach (var segment in Segments(q, blockSize))
         {
             var (qb, kb, vb) = (Blocks(q, segment), Blocks(k, segment), Blocks(v, segment)); // [B,H,n,L,.]
             var queryDecay = Powers(lambda, Local(segment, q) + 1, blocked: true);           // lambda^(i'+1) [1,H,1,L,1]
@@ -140,7 +140,7 @@ public static class ChunkedLinearAttention
         }
         var (dqs, dks, dvs) = (new List<Tensor>(), new List<Tensor>(), new List<Tensor>());
         long block = 0;
-        foreach (var segment in Segments(q.shape[2], blockSize))
+        foreach (var segment in Segments(q, blockSize))
         {
             var (qb, kb, vb, dOb) = (Blocks(q, segment), Blocks(k, segment), Blocks(v, segment), Blocks(dO, segment));
             var local = Local(segment, q);
@@ -193,7 +193,7 @@ public static class ChunkedLinearAttention
     {
         var summaries = new List<Tensor>();
         var gammas = new List<Tensor>();
-        foreach (var segment in Segments(a.shape[2], blockSize))
+        foreach (var segment in Segments(a, blockSize))
         {
             var local = Local(segment, a);
             var weights = Powers(lambda, keySide ? segment.Length - 1 - local : local + 1, blocked: true); // [1,H,1,L,1]
@@ -207,10 +207,21 @@ public static class ChunkedLinearAttention
     /// <summary>Count blocks of Length tokens starting at Start: the full blocks, then the shorter tail.</summary>
     readonly record struct Segment(long Start, long Count, long Length);
 
-    static IEnumerable<Segment> Segments(long n, long blockSize)
+    /// <summary>
+    /// Full blocks are batched in groups of at most ~2^20 elements per temporary ([B,H,n,L,L], [B,H,n,L,D],
+    /// [B,H,n,D,D]): that bounds the working memory and keeps the allocations below the allocator's mmap
+    /// threshold, so they are reused instead of page-faulted in again (at N = 64K one [B,H,nb,L,L] batch was
+    /// 128 MiB and half the CPU time went to the kernel zeroing fresh pages). The grouping does not change
+    /// which block sees what; block indices stay global.
+    /// </summary>
+    static IEnumerable<Segment> Segments(Tensor like, long blockSize)
     {
+        long n = like.shape[2], dim = like.shape[3];
+        long perBlock = like.shape[0] * like.shape[1] * Math.Max(blockSize * blockSize, Math.Max(blockSize, dim) * dim);
+        long group = Math.Max(1, (1L << 20) / perBlock);
         long full = n / blockSize;
-        if (full > 0) yield return new Segment(0, full, blockSize);
+        for (long first = 0; first < full; first += group)
+            yield return new Segment(first * blockSize, Math.Min(group, full - first), blockSize);
         if (n % blockSize != 0) yield return new Segment(full * blockSize, 1, n % blockSize);
     }
 
