@@ -10,7 +10,8 @@ namespace Lasp2.Research.Attention;
 /// <summary>
 /// LASP-2 for linear attention layers (Sun et al., arXiv 2502.07563): Alg. 1 (forward, no mask),
 /// Alg. 2 (forward, causal), Alg. 3 (backward, no mask), Alg. 4 (backward, causal), plus the scalar
-/// per-head decay derived in algorithms.md and the zigzag layout.
+/// per-head decay derived in algorithms.md and the zigzag layout. "Alg. 2 step 3" in the comments refers to
+/// the numbered steps of the restatement in docs/algorithms.md ("LASP-2 with causal mask").
 ///
 /// Communication per layer per iteration, per rank: exactly one AllGather in forward (this rank's
 /// state summary m_t [B,H,Dk,Dv] per piece, beside its H decays gamma = lambda^length) and one in
@@ -103,16 +104,16 @@ sealed class Lasp2Function : autograd.SingleTensorFunction<Lasp2Function>
         using var scope = NewDisposeScope();
         var (qs, ks, vs) = (call.Pieces(q), call.Pieces(k), call.Pieces(v));
         int pieces = qs.Length;
-        // Alg. 2 l.1: M_t = K_t^T V_t, here per piece m_p = sum_i lambda^(C_p-1-i) k_i^T v_i (block states kept for l.3-5)
+        // Alg. 2 step 1: M_t = K_t^T V_t, here per piece m_p = sum_i lambda^(C_p-1-i) k_i^T v_i (block states kept for step 2)
         var states = Enumerable.Range(0, pieces).Select(p => Kernel.ForwardStates(ks[p], vs[p], lambda, block, causal)).ToArray();
         var packet = stack(Enumerable.Range(0, pieces).Select(p => cat([
             states[p].Total.flatten(),                                                       // m_p
             Masks.DecayPower(lambda, qs[p].shape[2], q.dtype, q.device).flatten()]))        // gamma_p = lambda^(C_p) [H]
             .ToList());                                                                      // [P, B*H*Dk*Dv + H]
         var watch = Stopwatch.StartNew();
-        // Alg. 2 l.2: AllGather [M_t]_1^W, asynchronously
+        // Alg. 2 step 1: start the AllGather of [M_t]_1^W asynchronously
         var handle = call.Group.AllGatherAsync(packet);
-        // Alg. 2 l.3-5, while it is in flight: O_intra = [(Q_t K_t^T) (.) Psi] V_t by the chunked kernel
+        // Alg. 2 step 2, while it is in flight: O_intra = [(Q_t K_t^T) (.) Psi] V_t by the chunked kernel
         var intra = Enumerable.Range(0, pieces).Select(p => Kernel.IntraOutput(qs[p], ks[p], vs[p], states[p], lambda, block)).ToArray();
         var gathered = call.Wait(handle, watch, "forward");                                 // [W, P, B*H*Dk*Dv + H]
         long stateSize = states[0].Total.numel();
@@ -120,13 +121,13 @@ sealed class Lasp2Function : autograd.SingleTensorFunction<Lasp2Function>
         var allStates = gathered.narrow(2, 0, stateSize).reshape(stateShape);               // [W,P,B,H,Dk,Dv]
         var allGammas = gathered.narrow(2, stateSize, lambda.Length)
                                 .reshape(gathered.shape[0], pieces, 1, lambda.Length, 1, 1); // [W,P,1,H,1,1]
-        // Alg. 2 l.7: P_t = sum_{u<t} M_u (decayed, per piece in global order; unmasked: every other piece)
+        // Alg. 2 step 3: P_t = sum_{u<t} M_u (decayed, per piece in global order; unmasked: every other piece)
         var prefixes = call.Fold(allStates, allGammas, backward: false);                    // [P,B,H,Dk,Dv]
-        // Alg. 2 l.8-9: O_t = O_intra + Q_t P_t (decayed: lambda^(i+1) q_i P_t)
+        // Alg. 2 step 4: O_t = O_intra + Q_t P_t (decayed: lambda^(i+1) q_i P_t)
         var output = cat(Enumerable.Range(0, pieces)
             .Select(p => intra[p] + Kernel.InitialStateOutput(qs[p], prefixes[p], lambda)).ToList(), 2); // [B,H,C,Dv]
 
-        // Alg. 2 l.10: cache P_t (and the local block states and gammas) for backward
+        // Alg. 2 step 4: cache P_t (and the local block states and gammas) for backward
         var saved = new List<Tensor> { q, k, v, prefixes.contiguous(), allGammas.contiguous() };
         foreach (var state in states)
             saved.AddRange(state.Blocks is null ? [state.Total] : [state.Total, state.Blocks]);
@@ -147,21 +148,21 @@ sealed class Lasp2Function : autograd.SingleTensorFunction<Lasp2Function>
         int pieces = qs.Length, stride = causal ? 2 : 1;
         var forwardStates = Enumerable.Range(0, pieces)
             .Select(p => new Kernel.BlockStates(causal ? saved[6 + stride * p] : null, saved[5 + stride * p])).ToArray();
-        // Alg. 4 l.1: dM_t = Q_t^T dO_t, per piece dm_p = sum_i lambda^(i+1) q_i^T do_i
+        // Alg. 4 step 1: dM_t = Q_t^T dO_t, per piece dm_p = sum_i lambda^(i+1) q_i^T do_i
         var backwardStates = Enumerable.Range(0, pieces).Select(p => Kernel.BackwardStates(qs[p], dOs[p], lambda, block, causal)).ToArray();
         var watch = Stopwatch.StartNew();
-        // Alg. 4 l.2: AllGather [dM_t]_1^W, asynchronously
+        // Alg. 4 step 1: start the AllGather of [dM_t]_1^W asynchronously
         var handle = call.Group.AllGatherAsync(stack(backwardStates.Select(s => s.Total).ToList())); // [P,B,H,Dk,Dv]
-        // Alg. 4 l.3-6, while it is in flight: dQ, dK, dV of the intra part (A = Q K^T (.) Psi, dA = dO V^T (.) Psi)
+        // Alg. 4 step 2, while it is in flight: dQ, dK, dV of the intra part (A = Q K^T (.) Psi, dA = dO V^T (.) Psi)
         var intra = Enumerable.Range(0, pieces)
             .Select(p => Kernel.IntraGradients(qs[p], ks[p], vs[p], dOs[p], forwardStates[p], backwardStates[p], lambda, block)).ToArray();
         var gathered = call.Wait(handle, watch, "backward");                                // [W,P,B,H,Dk,Dv]
-        // Alg. 4 l.8: G_t = sum_{u>t} dM_u (decayed, per piece in global order; unmasked: every other piece)
+        // Alg. 4 step 3: G_t = sum_{u>t} dM_u (decayed, per piece in global order; unmasked: every other piece)
         var suffixes = call.Fold(gathered, gammas, backward: true);                          // [P,B,H,Dk,Dv]
         var (dq, dk, dv) = (new List<Tensor>(), new List<Tensor>(), new List<Tensor>());
         for (int p = 0; p < pieces; p++)
         {
-            // Alg. 4 l.9-11: dQ_t += dO_t P_t^T, dK_t += V_t G_t^T, dV_t += K_t G_t (with decay powers)
+            // Alg. 4 step 4: dQ_t += dO_t P_t^T, dK_t += V_t G_t^T, dV_t += K_t G_t (with decay powers)
             var (dqState, dkState, dvState) = Kernel.InitialStateGradients(ks[p], vs[p], dOs[p], prefixes[p], suffixes[p], lambda);
             dq.Add(intra[p].DQ + dqState);
             dk.Add(intra[p].DK + dkState);

@@ -73,7 +73,7 @@ public static class ChunkedLinearAttention
     /// <summary>Forward phase 1: block summaries folded into the state entering each block; Total = m.</summary>
     public static BlockStates ForwardStates(Tensor k, Tensor v, double[] lambda, int blockSize, bool causal)
     {
-        // Alg. 2 l.1 (unmasked, Alg. 1): M_t = K_t^T V_t
+        // Alg. 2 step 1 (unmasked, Alg. 1): M_t = K_t^T V_t
         if (!causal) return new BlockStates(null, k.transpose(-2, -1).matmul(v));            // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
         // s_b = sum_j lambda^(L-1-j) k_j^T v_j;  S_b = lambda^L S_{b-1} + s_b: entering states and the summary m
@@ -103,7 +103,7 @@ public static class ChunkedLinearAttention
         return cat(outputs, 2).MoveToOuterDisposeScope();
     }
 
-    /// <summary>The initial state's contribution lambda^(i+1) q_i S_0 [B,H,C,Dv] (Alg. 2 l.9: Q_t P_t).</summary>
+    /// <summary>The initial state's contribution lambda^(i+1) q_i S_0 [B,H,C,Dv] (Alg. 2 step 4: Q_t P_t).</summary>
     public static Tensor InitialStateOutput(Tensor q, Tensor initialState, double[] lambda)
     {
         using var scope = NewDisposeScope();
@@ -117,7 +117,7 @@ public static class ChunkedLinearAttention
     /// </summary>
     public static BlockStates BackwardStates(Tensor q, Tensor dO, double[] lambda, int blockSize, bool causal)
     {
-        // Alg. 3 l.1 / Alg. 4 l.1: dM_t = Q_t^T dO_t
+        // Alg. 3 / Alg. 4 step 1: dM_t = Q_t^T dO_t
         if (!causal) return new BlockStates(null, q.transpose(-2, -1).matmul(dO));           // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
         // d_b = sum_i lambda^(i'+1) q_i^T do_i;  dS_{b-1} = lambda^L dS_b + d_b: leaving gradients and dm
@@ -149,7 +149,7 @@ public static class ChunkedLinearAttention
             var mask = DecayMask(lambda, segment, q);                                        // [1,H,1,L,L]
             var entering = forward.Blocks.narrow(2, block, segment.Count);                   // S_{b-1}
             var leaving = backward.Blocks.narrow(2, block, segment.Count);                   // dS_b from later blocks
-            // Alg. 4 l.3-5 inside the shard, with A = Q K^T (.) D and dA = dO V^T (.) D
+            // Alg. 4 step 2 inside the shard, with A = Q K^T (.) D and dA = dO V^T (.) D
             var scores = qb.matmul(kb.transpose(-2, -1)) * mask;                             // [B,H,n,L,L]
             var dScores = dOb.matmul(vb.transpose(-2, -1)) * mask;
             dqs.Add((queryDecay * dOb.matmul(entering.transpose(-2, -1)) + dScores.matmul(kb)).flatten(2, 3));
@@ -162,7 +162,7 @@ public static class ChunkedLinearAttention
 
     /// <summary>
     /// Gradients through the initial state S_0 (prefix P) and from the final-state gradient G (suffix):
-    /// dq_i = lambda^(i+1) do_i P^T, dk_j = lambda^(C-1-j) v_j G^T, dv_j = lambda^(C-1-j) k_j G (Alg. 4 l.9-11).
+    /// dq_i = lambda^(i+1) do_i P^T, dk_j = lambda^(C-1-j) v_j G^T, dv_j = lambda^(C-1-j) k_j G (Alg. 4 step 4).
     /// </summary>
     public static (Tensor DQ, Tensor DK, Tensor DV) InitialStateGradients(Tensor k, Tensor v, Tensor dO, Tensor prefix,
                                                                           Tensor suffix, double[] lambda)
@@ -181,7 +181,6 @@ public static class ChunkedLinearAttention
     public static double[] Check(Tensor q, Tensor k, Tensor v, double[]? decay, int blockSize, bool causal)
     {
         var lambda = Guards.LinearAttentionInputs(q, k, v, causal, decay);
-        Guards.AtLeast(q.shape[2], 1, "sequence length of q (dimension 2)");
         Guards.AtLeast(blockSize, 1, nameof(blockSize));
         return lambda;
     }
