@@ -72,6 +72,22 @@ public static class Guards
     }
 
     /// <summary>
+    /// Checks linear-attention inputs (equal head counts, non-empty sequence) and their decay; a decay other
+    /// than 1 needs the causal mask. Returns the per-head lambdas.
+    /// </summary>
+    public static double[] LinearAttentionInputs(Tensor q, Tensor k, Tensor v, bool causal, double[]? decay)
+    {
+        AttentionInputs(q, k, v);
+        AtLeast(q.shape[2], 1, "sequence length of q (dimension 2)");
+        var lambda = Decay(decay, q.shape[1]);
+        if (!causal && lambda.Any(l => l != 1.0))
+            throw new ArgumentException(
+                "decay requires the causal mask (it weights past tokens by distance); pass causal: true or decay: null.",
+                nameof(decay));
+        return lambda;
+    }
+
+    /// <summary>
     /// Validates a per-head decay: null means lambda = 1 for every head; otherwise one value per
     /// head, each in (0, 1]. Returns the per-head array.
     /// </summary>
@@ -86,21 +102,6 @@ public static class Guards
                 throw new ArgumentOutOfRangeException(
                     nameof(decay), decay[h], $"decay[{h}] = {decay[h]} is outside (0, 1].");
         return decay;
-    }
-
-    /// <summary>
-    /// Linear-attention inputs (<see cref="AttentionInputs"/> with equal head counts) and a per-head decay
-    /// (<see cref="Decay"/>), which requires the causal mask unless it is 1 everywhere. Returns the lambdas.
-    /// </summary>
-    public static double[] LinearAttentionInputs(Tensor q, Tensor k, Tensor v, bool causal, double[]? decay)
-    {
-        AttentionInputs(q, k, v);
-        var lambda = Decay(decay, q.shape[1]);
-        if (!causal && lambda.Any(l => l != 1.0))
-            throw new ArgumentException(
-                "decay requires the causal mask (it weights past tokens by distance); pass causal: true or decay: null.",
-                nameof(decay));
-        return lambda;
     }
 
     /// <summary>Requires an integer parameter to be at least <paramref name="minimum"/>.</summary>

@@ -19,7 +19,7 @@ public static class LinearAttention
     public static Tensor Quadratic(Tensor q, Tensor k, Tensor v, bool causal = true,
                                    double[]? decay = null, FeatureMap featureMap = FeatureMap.Identity)
     {
-        var lambda = CheckInputs(q, k, v, causal, decay);
+        var lambda = Guards.LinearAttentionInputs(q, k, v, causal, decay);
         using var scope = NewDisposeScope();
         var (phiQ, phiK) = (featureMap.Apply(q), featureMap.Apply(k));
         var scores = phiQ.matmul(phiK.transpose(-2, -1));                                  // [B,H,N,N]
@@ -30,7 +30,7 @@ public static class LinearAttention
     /// <summary>Right product, unmasked only: O = phi(Q) (phi(K)^T V); M = K^T V is the memory state.</summary>
     public static Tensor RightProduct(Tensor q, Tensor k, Tensor v, FeatureMap featureMap = FeatureMap.Identity)
     {
-        CheckInputs(q, k, v, causal: false, decay: null);
+        Guards.LinearAttentionInputs(q, k, v, causal: false, decay: null);
         using var scope = NewDisposeScope();
         var state = featureMap.Apply(k).transpose(-2, -1).matmul(v);                      // [B,H,Dk,Dv]
         return featureMap.Apply(q).matmul(state).MoveToOuterDisposeScope();
@@ -43,7 +43,7 @@ public static class LinearAttention
     public static Tensor Recurrent(Tensor q, Tensor k, Tensor v, double[]? decay = null,
                                    FeatureMap featureMap = FeatureMap.Identity)
     {
-        var lambda = CheckInputs(q, k, v, causal: true, decay);
+        var lambda = Guards.LinearAttentionInputs(q, k, v, causal: true, decay);
         using var scope = NewDisposeScope();
         var (phiQ, phiK) = (featureMap.Apply(q), featureMap.Apply(k));
         var lambdaHead = Masks.DecayPower(lambda, 1.0, q.dtype, q.device);               // [1,H,1,1]
@@ -68,7 +68,7 @@ public static class LinearAttention
     public static Tensor Chunked(Tensor q, Tensor k, Tensor v, int blockSize, bool causal = true,
                                  double[]? decay = null, FeatureMap featureMap = FeatureMap.Identity)
     {
-        var lambda = CheckInputs(q, k, v, causal, decay);
+        var lambda = Guards.LinearAttentionInputs(q, k, v, causal, decay);
         Guards.AtLeast(blockSize, 1, nameof(blockSize));
         using var scope = NewDisposeScope();
         var (phiQ, phiK) = (featureMap.Apply(q), featureMap.Apply(k));
@@ -109,7 +109,4 @@ public static class LinearAttention
         var logDecay = tensor(lambda, dtype: like.dtype, device: like.device).log().view(1, -1, 1, 1);
         return (exponents.view(1, 1, -1, 1) * logDecay).exp();
     }
-
-    static double[] CheckInputs(Tensor q, Tensor k, Tensor v, bool causal, double[]? decay) =>
-        Guards.LinearAttentionInputs(q, k, v, causal, decay);
 }

@@ -19,7 +19,14 @@ public class BaselinesEqualReferenceTests
 {
     const int MaxTest = 40;
 
-    static void EqualsReference(string method)
+    [Theory]
+    [InlineData("lasp1")]
+    [InlineData("ring-linear")]
+    [InlineData("ring-softmax")]
+    [InlineData("allgather-cp")]
+    [InlineData("ulysses-linear")]
+    [InlineData("ulysses-softmax")]
+    public void EqualsReference(string method)
     {
         Prop.ForAll(BaselineCases.For(method), config =>
         {
@@ -31,12 +38,6 @@ public class BaselinesEqualReferenceTests
         }).Check(Config.QuickThrowOnFailure.WithMaxTest(MaxTest));
     }
 
-    [Fact] public void Lasp1EqualsReference() => EqualsReference("lasp1");
-    [Fact] public void RingLinearEqualsReference() => EqualsReference("ring-linear");
-    [Fact] public void RingSoftmaxEqualsReference() => EqualsReference("ring-softmax");
-    [Fact] public void AllGatherContextParallelEqualsReference() => EqualsReference("allgather-cp");
-    [Fact] public void UlyssesLinearEqualsReference() => EqualsReference("ulysses-linear");
-    [Fact] public void UlyssesSoftmaxEqualsReference() => EqualsReference("ulysses-softmax");
 
     /// <summary>Unsupported input fails on every rank before any communication, naming the parameter and the valid range.</summary>
     [Theory]
@@ -60,5 +61,27 @@ public class BaselinesEqualReferenceTests
         var error = Assert.IsAssignableFrom<ArgumentException>(failure.InnerException);
         Assert.Equal(parameter, error.ParamName);
         Assert.Contains(message, error.Message);
+    }
+
+    /// <summary>
+    /// A rank that fails validation (here the last one, with a shard of the wrong length) takes the others down
+    /// with its error while they wait in the ring or chain: the run ends with that rank's exception, not a hang
+    /// (the timeout is only a backstop that would fail the test with a different exception).
+    /// </summary>
+    [Theory]
+    [InlineData("ring-softmax")]
+    [InlineData("lasp1")]
+    [InlineData("allgather-cp")]
+    public void OneFailingRankFailsEveryRank(string method)
+    {
+        var failure = Assert.Throws<RankFailedException>(() => ProcessGroups.RunInProcess(3, group =>
+        {
+            using var scope = NewDisposeScope();
+            long local = group.Rank == 2 ? 3 : 4;
+            var x = randn([1, 2, local, 3], dtype: float64);
+            using var y = MethodRegistry.Get(method).Forward(group, x, x, x, new AttentionOptions(Layout: Layout.Zigzag));
+        }, timeout: TimeSpan.FromSeconds(60)));
+        Assert.Equal(2, failure.Rank);
+        Assert.IsAssignableFrom<ArgumentException>(failure.InnerException);
     }
 }

@@ -77,7 +77,15 @@ public class CommVolumeTests
         };
     }
 
-    static void MatchesModel(string method)
+    [Theory]
+    [InlineData("lasp2")]
+    [InlineData("lasp1")]
+    [InlineData("ring-linear")]
+    [InlineData("ring-softmax")]
+    [InlineData("allgather-cp")]
+    [InlineData("ulysses-linear")]
+    [InlineData("ulysses-softmax")]
+    public void MatchesModel(string method)
     {
         Prop.ForAll(BaselineCases.For(method), config =>
         {
@@ -97,13 +105,6 @@ public class CommVolumeTests
         }).Check(Config.QuickThrowOnFailure.WithMaxTest(MaxTest));
     }
 
-    [Fact] public void Lasp2MatchesModel() => MatchesModel("lasp2");
-    [Fact] public void Lasp1MatchesModel() => MatchesModel("lasp1");
-    [Fact] public void RingLinearMatchesModel() => MatchesModel("ring-linear");
-    [Fact] public void RingSoftmaxMatchesModel() => MatchesModel("ring-softmax");
-    [Fact] public void AllGatherContextParallelMatchesModel() => MatchesModel("allgather-cp");
-    [Fact] public void UlyssesLinearMatchesModel() => MatchesModel("ulysses-linear");
-    [Fact] public void UlyssesSoftmaxMatchesModel() => MatchesModel("ulysses-softmax");
 
     /// <summary>The model against the table's closed forms at one hand-checked point (B=1, H=8, Hkv=2, N=64, d=16, W=4, float32).</summary>
     [Fact]

@@ -32,7 +32,7 @@ public class DistributedEqualsReferenceTests
         AssertClose.Tensors("dV", grads[2], t["dv"], Compare.Float64Tolerance);
     }
 
-    [Property(MaxTest = 60, Arbitrary = [typeof(DistributedArbitraries)])]
+    [Property(MaxTest = 100, Arbitrary = [typeof(DistributedArbitraries)])]
     public void OutputAndGradientsEqualTheReference(DistributedCase c)
     {
         using var scope = NewDisposeScope();

@@ -61,8 +61,13 @@ public partial class MpiJobTests
     private static partial Regex RankLine();
 
     [Fact]
-    public void EveryCollectiveIsCorrectOnEveryRankAtTwoRanksThroughLaunch() =>
-        AssertEveryRankPassedEveryCheck(Launch(2, ["comm-selftest"]), 2);
+    public void EveryCollectiveIsCorrectOnEveryRankAtTwoRanksThroughLaunch()
+    {
+        var job = Launch(2, ["comm-selftest"]);
+        AssertEveryRankPassedEveryCheck(job, 2);
+        Assert.Contains("thread level provided: 3", job.Output);            // MPI_THREAD_MULTIPLE
+        Assert.Matches(@"AllGather +2 +\d+ +\d+ +\d+", job.Output);          // rank 0's gathered report
+    }
 
     [Fact]
     public void EveryCollectiveIsCorrectOnEveryRankAtFourRanksWithPlainMpirun()
@@ -92,6 +97,16 @@ public partial class MpiJobTests
         var job = Launch(2, ["comm-selftest", "--hang-rank", "1", "--timeout", "2"]);
         Assert.NotEqual(0, job.ExitCode);
         Assert.Contains("AllGather #3 timed out", job.Output);
+    }
+
+    [Fact]
+    public void MismatchedShapesAcrossRanksAbortTheJobNamingEachRanksCall()
+    {
+        var job = Launch(2, ["comm-selftest", "--mismatch-rank", "1"]);
+        Assert.NotEqual(0, job.ExitCode);
+        Assert.Contains("AllGather #3: ranks disagree on the call, its arguments, dtype or shape", job.Output);
+        Assert.Contains("rank 0: AllGather Float32 [16]", job.Output);
+        Assert.Contains("rank 1: AllGather Float32 [17]", job.Output);
     }
 
     [Fact]

@@ -12,11 +12,8 @@ namespace Lasp2.Cli.Commands;
 /// </summary>
 public sealed class CommBenchCommand : Command<CommBenchCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : RankSettings
     {
-        [CommandOption("--in-process <N>"), Description("Measure N in-process ranks instead of the MPI job.")]
-        public int? InProcess { get; init; }
-
         [CommandOption("--iterations <K>"), Description("Timed iterations for the 16 KiB state (>= 1); the 16 MiB case uses K/20. Default 2000.")]
         public int Iterations { get; init; } = 2000;
 
@@ -26,14 +23,8 @@ public sealed class CommBenchCommand : Command<CommBenchCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        set_num_threads(1);
-        if (settings.InProcess is int worldSize)
-        {
-            ProcessGroups.RunInProcess(worldSize, group => Measure(group, settings, "in-process"), threadsPerRank: 1);
-            return 0;
-        }
-        return ProcessGroups.RunMpi(group => Measure(group, settings, settings.NoCheck ? "mpi (no check)" : "mpi"),
-            checkAgreement: !settings.NoCheck);
+        string backend = settings.InProcess is not null ? "in-process" : settings.NoCheck ? "mpi (no check)" : "mpi";
+        return settings.RunRanks(group => Measure(group, settings, backend), checkAgreement: !settings.NoCheck);
     }
 
     static int Measure(IProcessGroup group, Settings settings, string backend)
@@ -42,9 +33,12 @@ public sealed class CommBenchCommand : Command<CommBenchCommand.Settings>
                  { ("64x64 float32 (16 KiB)", 64L * 64, settings.Iterations), ("16 MiB", 4L << 20, Math.Max(settings.Iterations / 20, 5)) })
         {
             double median = CommLatency.AllGather(group, elements, iterations);
+            // The result [W, n] is a new tensor each call: its first touch is part of the latency.
+            double touch = group.Rank == 0 ? CommLatency.FirstTouch(group.WorldSize * elements, iterations) : 0;
             if (group.Rank == 0)
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{backend,-16} W={group.WorldSize}  AllGather {label,-24} median {median * 1e6,10:0.0} us  ({iterations} iterations)"));
+                    $"{backend,-16} W={group.WorldSize}  AllGather {label,-24} median {median * 1e6,10:0.0} us  " +
+                    $"({iterations} iterations; allocating + first touch of the result alone: {touch * 1e6:0.0} us)"));
         }
         return 0;
     }

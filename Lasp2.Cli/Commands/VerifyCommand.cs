@@ -126,20 +126,22 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
                     ? DistributedChecks.RunInProcess(config, keep, Math.Max(1, Environment.ProcessorCount / config.WorldSize))[0]
                     : DistributedChecks.Run(mpiGroup, config, keep && mpiGroup.Rank == 0);
                 if (settings.Dump is { } dir && print) DistributedChecks.Dump(report, dir);
-                rows.Add(new DistributedRow(report, (method as IOverlapReporting)?.Overlap.All, null));
+                rows.Add(new DistributedRow(config, report, (method as IOverlapReporting)?.Overlap.All, null));
                 results.AddRange(report.Checks);
             }
             catch (Exception error) when (mpiGroup is null)
             {
                 // In-process: the sweep goes on and the failure is counted. Under MPI a failing rank must take
                 // the job down (the backend makes the other ranks fail fast), so it propagates.
-                rows.Add(new DistributedRow(null, null, $"{config.Label}: {(error.InnerException ?? error).Message}"));
+                rows.Add(new DistributedRow(config, null, null, (error.InnerException ?? error).Message));
                 results.Add(new CheckResult(config.Label, "error", new ErrorStats(double.PositiveInfinity, double.PositiveInfinity), 0));
             }
         }
         if (!print) return results.All(r => r.Passed) ? 0 : 1;
         if (rows.Count > 0)
             AnsiConsole.Write(DistributedTable(rows, mpiGroup is null ? "in-process" : $"MPI, {mpiGroup.WorldSize} ranks"));
+        foreach (var row in rows.Where(r => r.Error is not null))
+            AnsiConsole.MarkupLine($"[red]ERROR {Markup.Escape(row.Config.Label)}: {Markup.Escape(row.Error!)}[/]");
         if (settings.Comm && rows.Any(r => r.Report is not null))
         {
             var (commTable, commChecks) = CommTable.Build(rows.Select(r => r.Report).OfType<DistributedReport>(),
@@ -169,34 +171,32 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
                                 s.Batch, s.Heads, s.KvHeads ?? s.Heads, s.Seq ?? 112, s.Dim ?? 16, s.Dim ?? 12, s.Block, s.Seed);
     }
 
-    sealed record DistributedRow(DistributedReport? Report, OverlapTotals? Overlap, string? Error);
+    sealed record DistributedRow(DistributedCheckConfig Config, DistributedReport? Report, OverlapTotals? Overlap, string? Error);
 
     static Table DistributedTable(IReadOnlyList<DistributedRow> rows, string backend)
     {
-        var first = rows.Select(r => r.Report?.Config).FirstOrDefault(c => c is not null);
-        string shape = first is null ? "" : $"{first.Dtype.ToString().ToLowerInvariant()}, B={first.Batch} H={first.Heads} N={first.Seq} " +
-                                            $"Dk={first.DimK} Dv={first.DimV} block={first.BlockSize}";
+        var first = rows[0].Config;
+        string shape = $"{first.Dtype.ToString().ToLowerInvariant()}, B={first.Batch} H={first.Heads} N={first.Seq} " +
+                       $"Dk={first.DimK} Dv={first.DimV} block={first.BlockSize}";
         var table = new Table()
             .Title($"Distributed methods vs reference ({backend}; {shape}): max relative error; rank 0's collectives per fwd+bwd")
             .AddColumns("method", "W", "mask", "decay", "layout", "O", "dQ", "dK", "dV", "tol", "collectives", "hidden", "result");
         foreach (var row in rows)
         {
+            var c = row.Config;
+            string[] config = [c.Method, c.WorldSize.ToString(CultureInfo.InvariantCulture), c.Causal ? "causal" : "none",
+                c.HeadDecays() is null ? "1" : c.Decay.ToString("0.###", CultureInfo.InvariantCulture), c.Layout.ToString().ToLowerInvariant()];
             if (row.Report is not { } report)
             {
-                table.AddRow([new Markup($"[red]{Markup.Escape(row.Error ?? "")}[/]"), .. Enumerable.Repeat(new Text(""), 11),
-                              new Markup("[red]ERROR[/]")]);
+                table.AddRow([.. config, .. Enumerable.Repeat("", 7), "[red]ERROR[/]"]);
                 continue;
             }
-            var c = report.Config;
             var errors = report.Checks.Select(check => check.Error.MaxRel.ToString("0.0e0", CultureInfo.InvariantCulture));
             string comm = report.Comm.Count == 0 ? "none" : string.Join(", ", report.Comm.Select(r =>
                 $"{r.Calls} {r.Kind}, {r.BytesReceived / 1024.0:0.#} KiB in"));
             string hidden = row.Overlap is { Calls: > 0 } o ? o.HiddenFraction.ToString("P0", CultureInfo.InvariantCulture) : "-";
-            table.AddRow([c.Method, c.WorldSize.ToString(CultureInfo.InvariantCulture), c.Causal ? "causal" : "none",
-                c.HeadDecays() is null ? "1" : c.Decay.ToString("0.###", CultureInfo.InvariantCulture),
-                c.Layout.ToString().ToLowerInvariant(), .. errors,
-                report.Checks[0].Tolerance.ToString("0e0", CultureInfo.InvariantCulture), Markup.Escape(comm), hidden,
-                report.Checks.All(check => check.Passed) ? "[green]pass[/]" : "[red]FAIL[/]"]);
+            table.AddRow([.. config, .. errors, report.Checks[0].Tolerance.ToString("0e0", CultureInfo.InvariantCulture),
+                Markup.Escape(comm), hidden, report.Checks.All(check => check.Passed) ? "[green]pass[/]" : "[red]FAIL[/]"]);
         }
         return table;
     }

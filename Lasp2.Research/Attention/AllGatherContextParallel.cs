@@ -22,41 +22,48 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);
-        var kernel = BlockKernels.For(AttentionKind.Softmax, options.Causal, q.shape[3], decay);
-        return AllGatherFunction.apply(group, kernel, options.Layout, q, k, v)[0];
+        var call = new GatherCall(group, BlockKernels.For(AttentionKind.Softmax, options.Causal, q.shape[3], decay), options.Layout, k.shape[3]);
+        return AllGatherFunction.apply(call, q, k, v)[0];
+    }
+
+    /// <summary>What one layer call needs besides the tensors (kept on the autograd context for backward).</summary>
+    sealed record GatherCall(IProcessGroup Group, IBlockAttention Kernel, Layout Layout, long DimK)
+    {
+        /// <summary>This rank's query positions [C] and the global key positions 0..N-1.</summary>
+        public (Tensor Query, Tensor Key) Positions(Tensor q)
+        {
+            long n = q.shape[2] * Group.WorldSize;
+            return (SequenceLayout.Positions(n, Group.WorldSize, Group.Rank, Layout, q.device), arange(n, dtype: int64, device: q.device));
+        }
+
+        /// <summary>[K | V] split back into K [..,Dk] and V [..,Dv].</summary>
+        public (Tensor K, Tensor V) Split(Tensor keysValues) =>
+            (keysValues.narrow(-1, 0, DimK), keysValues.narrow(-1, DimK, keysValues.shape[^1] - DimK));
     }
 
     /// <summary>Alg. 7 forward: gathered [K | V] [B,Hkv,N,Dk+Dv] in global order and this rank's output.</summary>
-    static (Tensor KeysValues, BlockOutput Final) ForwardPass(IProcessGroup group, IBlockAttention kernel, Layout layout,
-        Tensor q, Tensor k, Tensor v)
+    static (Tensor KeysValues, BlockOutput Final) ForwardPass(GatherCall call, Tensor q, Tensor k, Tensor v)
     {
         // Alg. 7: [K, V] = AllGather([K_t, V_t]), only the h_kv KV heads
-        var gathered = group.AllGather(cat([k, v], -1));                                 // [W,B,Hkv,C,Dk+Dv]
-        var keysValues = SequenceLayout.Unshard(gathered.unbind(0), layout);             // [B,Hkv,N,Dk+Dv]
-        var (queryPositions, keyPositions) = Positions(group, layout, q);
+        var gathered = call.Group.AllGather(cat([k, v], -1));                            // [W,B,Hkv,C,Dk+Dv]
+        var keysValues = SequenceLayout.Unshard(gathered.unbind(0), call.Layout);        // [B,Hkv,N,Dk+Dv]
+        var (queryPositions, keyPositions) = call.Positions(q);
+        var (keys, values) = call.Split(keysValues);
         // Alg. 7: O_t = softmax(Q_t K^T / sqrt(d) + M_t) V, M_t the causal rows of this rank's positions
-        var final = kernel.Forward(q, keysValues.narrow(-1, 0, k.shape[3]), keysValues.narrow(-1, k.shape[3], v.shape[3]),
-                                   queryPositions, keyPositions)!;                       // [B,H,C,Dv]
+        var final = call.Kernel.Forward(q, keys, values, queryPositions, keyPositions)!;  // [B,H,C,Dv]
         return (keysValues, final);
     }
 
     /// <summary>dQ_t locally; dK, dV for all N tokens locally, then ReduceScatter to their owners.</summary>
-    static (Tensor DQ, Tensor DK, Tensor DV) BackwardPass(IProcessGroup group, IBlockAttention kernel, Layout layout,
-        Tensor q, Tensor keysValues, long dimK, Tensor dO, BlockOutput final)
+    static (Tensor DQ, Tensor DK, Tensor DV) BackwardPass(GatherCall call, Tensor q, Tensor keysValues, Tensor dO, BlockOutput final)
     {
-        var (queryPositions, keyPositions) = Positions(group, layout, q);
-        var grads = kernel.Backward(q, keysValues.narrow(-1, 0, dimK), keysValues.narrow(-1, dimK, keysValues.shape[3] - dimK),
-                                    queryPositions, keyPositions, dO, final);
+        var (queryPositions, keyPositions) = call.Positions(q);
+        var (keys, values) = call.Split(keysValues);
+        var grads = call.Kernel.Backward(q, keys, values, queryPositions, keyPositions, dO, final);
         // ReduceScatter: the block for rank u holds u's tokens (in u's local order); rank t gets sum over ranks.
-        var perOwner = stack(SequenceLayout.Shard(cat([grads.DK, grads.DV], -1), group.WorldSize, layout), 0); // [W,B,Hkv,C,Dk+Dv]
-        var dKV = group.ReduceScatter(perOwner);                                         // [B,Hkv,C,Dk+Dv]
-        return (grads.DQ, dKV.narrow(-1, 0, dimK), dKV.narrow(-1, dimK, dKV.shape[3] - dimK));
-    }
-
-    static (Tensor Query, Tensor Key) Positions(IProcessGroup group, Layout layout, Tensor q)
-    {
-        long n = q.shape[2] * group.WorldSize;
-        return (SequenceLayout.Positions(n, group.WorldSize, group.Rank, layout, q.device), arange(n, dtype: int64, device: q.device));
+        var perOwner = stack(SequenceLayout.Shard(cat([grads.DK, grads.DV], -1), call.Group.WorldSize, call.Layout), 0); // [W,B,Hkv,C,Dk+Dv]
+        var (dK, dV) = call.Split(call.Group.ReduceScatter(perOwner));                   // [B,Hkv,C,Dk], [B,Hkv,C,Dv]
+        return (grads.DQ, dK, dV);
     }
 
     /// <summary>Autograd glue: the collectives run inside forward and backward, never under autograd.</summary>
@@ -66,14 +73,10 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
 
         public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
         {
-            var (group, kernel, layout) = ((IProcessGroup)vars[0], (IBlockAttention)vars[1], (Layout)vars[2]);
-            var (q, k, v) = ((Tensor)vars[3], (Tensor)vars[4], (Tensor)vars[5]);
+            var (call, q, k, v) = ((GatherCall)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
             using var noGrad = no_grad();
-            var (keysValues, final) = ForwardPass(group, kernel, layout, q, k, v);
-            ctx.save_data("group", group);
-            ctx.save_data("kernel", kernel);
-            ctx.save_data("layout", layout);
-            ctx.save_data("dimK", k.shape[3]);
+            var (keysValues, final) = ForwardPass(call, q, k, v);
+            ctx.save_data("call", call);
             ctx.save_data("final", final);
             ctx.save_for_backward([q, keysValues]);
             return [final.Output];
@@ -82,10 +85,9 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
         public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs)
         {
             var saved = ctx.get_saved_variables();
-            var (dQ, dK, dV) = BackwardPass((IProcessGroup)ctx.get_data("group"), (IBlockAttention)ctx.get_data("kernel"),
-                (Layout)ctx.get_data("layout"), saved[0], saved[1], (long)ctx.get_data("dimK"), gradOutputs[0],
-                (BlockOutput)ctx.get_data("final"));
-            return [null!, null!, null!, dQ, dK, dV];
+            var (dQ, dK, dV) = BackwardPass((GatherCall)ctx.get_data("call"), saved[0], saved[1], gradOutputs[0],
+                                            (BlockOutput)ctx.get_data("final"));
+            return [null!, dQ, dK, dV];
         }
     }
 }

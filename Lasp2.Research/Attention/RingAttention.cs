@@ -16,8 +16,11 @@ namespace Lasp2.Research.Attention;
 /// global positions, so contiguous and zigzag layouts share the code; causal blocks that lie entirely in
 /// a query block's future are skipped (zigzag balances what remains).
 /// </summary>
-public sealed class RingAttention(AttentionKind kind) : ISequenceParallelAttention
+public sealed class RingAttention(AttentionKind kind) : ISequenceParallelAttention, IOverlapReporting
 {
+    /// <summary>Block computation vs time blocked in each ring step's Wait, forward and backward.</summary>
+    public OverlapLog Overlap { get; } = new();
+
     public string Name => kind == AttentionKind.Softmax ? "ring-softmax" : "ring-linear";
 
     public MethodCapabilities Supports => BlockKernels.Capabilities(kind);
@@ -25,38 +28,44 @@ public sealed class RingAttention(AttentionKind kind) : ISequenceParallelAttenti
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);
-        var kernel = BlockKernels.For(kind, options.Causal, q.shape[3], decay);
-        return RingFunction.apply(group, kernel, options.Layout, q, k, v)[0];
+        var call = new RingCall(group, BlockKernels.For(kind, options.Causal, q.shape[3], decay), options.Layout, Overlap);
+        return RingFunction.apply(call, q, k, v)[0];
+    }
+
+    /// <summary>What one layer call needs besides the tensors (kept on the autograd context for backward).</summary>
+    sealed record RingCall(IProcessGroup Group, IBlockAttention Kernel, Layout Layout, OverlapLog Overlap)
+    {
+        /// <summary>Every rank's global positions, rank order.</summary>
+        public Tensor[] Positions(Tensor q) => MethodChecks.AllPositions(q.shape[2], Group.WorldSize, Layout, q.device);
     }
 
     /// <summary>O_r = merge over u of block(Q_r, K_u, V_u), the blocks arriving around the ring.</summary>
-    static BlockOutput ForwardPass(IProcessGroup group, IBlockAttention kernel, Layout layout, Tensor q, Tensor k, Tensor v)
+    static BlockOutput ForwardPass(RingCall call, Tensor q, Tensor k, Tensor v)
     {
-        var positions = MethodChecks.AllPositions(q.shape[2], group.WorldSize, layout, q.device);
+        var positions = call.Positions(q);
         BlockOutput? merged = null;
-        Ring.Visit(group, cat([k, v], -1), (block, owner) =>                             // [B,Hkv,C,Dk+Dv]
+        Ring.Visit(call.Group, cat([k, v], -1), (block, owner) =>                        // [B,Hkv,C,Dk+Dv]
         {
-            var part = kernel.Forward(q, block.narrow(-1, 0, k.shape[3]), block.narrow(-1, k.shape[3], v.shape[3]),
-                                      positions[group.Rank], positions[owner]);
-            if (part is not null) merged = merged is null ? part : kernel.Merge(merged, part);
-        });
+            var part = call.Kernel.Forward(q, block.narrow(-1, 0, k.shape[3]), block.narrow(-1, k.shape[3], v.shape[3]),
+                                           positions[call.Group.Rank], positions[owner]);
+            if (part is not null) merged = merged is null ? part : call.Kernel.Merge(merged, part);
+        }, call.Overlap);
         // The own block always contributes (a token sees itself), so merged is set.
         return merged!;
     }
 
     /// <summary>dQ_r = sum_u dQ(Q_r, K_u); dK_u, dV_u summed over every query rank on the travelling accumulator.</summary>
-    static (Tensor DQ, Tensor DK, Tensor DV) BackwardPass(IProcessGroup group, IBlockAttention kernel, Layout layout,
-        Tensor q, Tensor k, Tensor v, Tensor dO, BlockOutput final)
+    static (Tensor DQ, Tensor DK, Tensor DV) BackwardPass(RingCall call, Tensor q, Tensor k, Tensor v, Tensor dO, BlockOutput final)
     {
-        var positions = MethodChecks.AllPositions(q.shape[2], group.WorldSize, layout, q.device);
+        var positions = call.Positions(q);
         var dQ = zeros_like(q);                                                          // [B,H,C,Dk]
-        var dKV = Ring.VisitAccumulate(group, cat([k, v], -1), (block, owner) =>
+        var dKV = Ring.VisitAccumulate(call.Group, cat([k, v], -1), (block, owner) =>
         {
-            var grads = kernel.Backward(q, block.narrow(-1, 0, k.shape[3]), block.narrow(-1, k.shape[3], v.shape[3]),
-                                        positions[group.Rank], positions[owner], dO, final);
+            var grads = call.Kernel.Backward(q, block.narrow(-1, 0, k.shape[3]), block.narrow(-1, k.shape[3], v.shape[3]),
+                                             positions[call.Group.Rank], positions[owner], dO, final);
             dQ = dQ + grads.DQ;
             return cat([grads.DK, grads.DV], -1);                                        // [B,Hkv,C,Dk+Dv]
-        });
+        }, call.Overlap);
         return (dQ, dKV.narrow(-1, 0, k.shape[3]), dKV.narrow(-1, k.shape[3], v.shape[3]));
     }
 
@@ -67,13 +76,10 @@ public sealed class RingAttention(AttentionKind kind) : ISequenceParallelAttenti
 
         public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
         {
-            var (group, kernel, layout) = ((IProcessGroup)vars[0], (IBlockAttention)vars[1], (Layout)vars[2]);
-            var (q, k, v) = ((Tensor)vars[3], (Tensor)vars[4], (Tensor)vars[5]);
+            var (call, q, k, v) = ((RingCall)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
             using var noGrad = no_grad();
-            var final = ForwardPass(group, kernel, layout, q, k, v);
-            ctx.save_data("group", group);
-            ctx.save_data("kernel", kernel);
-            ctx.save_data("layout", layout);
+            var final = ForwardPass(call, q, k, v);
+            ctx.save_data("call", call);
             ctx.save_data("final", final);
             ctx.save_for_backward([q, k, v]);
             return [final.Output];
@@ -82,9 +88,9 @@ public sealed class RingAttention(AttentionKind kind) : ISequenceParallelAttenti
         public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs)
         {
             var saved = ctx.get_saved_variables();
-            var (dQ, dK, dV) = BackwardPass((IProcessGroup)ctx.get_data("group"), (IBlockAttention)ctx.get_data("kernel"),
-                (Layout)ctx.get_data("layout"), saved[0], saved[1], saved[2], gradOutputs[0], (BlockOutput)ctx.get_data("final"));
-            return [null!, null!, null!, dQ, dK, dV];
+            var (dQ, dK, dV) = BackwardPass((RingCall)ctx.get_data("call"), saved[0], saved[1], saved[2], gradOutputs[0],
+                                            (BlockOutput)ctx.get_data("final"));
+            return [null!, dQ, dK, dV];
         }
     }
 }

@@ -30,4 +30,23 @@ public static class CommLatency
         Array.Sort(slowest);
         return slowest[iterations / 2];
     }
+
+    /// <summary>
+    /// Median seconds to allocate and first touch a float32 tensor of <paramref name="elements"/>: the floor under
+    /// any collective that returns a new result of that size (on virtual machines page faults dominate).
+    /// </summary>
+    public static double FirstTouch(long elements, int iterations)
+    {
+        if (elements < 1) throw new ArgumentOutOfRangeException(nameof(elements), elements, "elements must be >= 1.");
+        if (iterations < 1) throw new ArgumentOutOfRangeException(nameof(iterations), iterations, "iterations must be >= 1.");
+        var seconds = new double[iterations];
+        for (int i = 0; i < iterations; i++)
+        {
+            long started = Stopwatch.GetTimestamp();
+            using (var result = empty(elements, dtype: float32)) result.fill_(0);
+            seconds[i] = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        }
+        Array.Sort(seconds);
+        return seconds[iterations / 2];
+    }
 }

@@ -33,8 +33,11 @@ public static class CommReport
     {
         ArgumentNullException.ThrowIfNull(perRank);
         var groups = perRank.Rows
-            .Select(row => (Kind: (string)row["kind"], Calls: (long)row["calls"], Sent: (long)row["bytes_sent"],
-                            Received: (long)row["bytes_received"], Wait: (double)row["wait_ms"]))
+            .Select(row => (Kind: Convert.ToString(row["kind"], CultureInfo.InvariantCulture) ?? "",
+                            Calls: Convert.ToInt64(row["calls"], CultureInfo.InvariantCulture),
+                            Sent: Convert.ToInt64(row["bytes_sent"], CultureInfo.InvariantCulture),
+                            Received: Convert.ToInt64(row["bytes_received"], CultureInfo.InvariantCulture),
+                            Wait: Convert.ToDouble(row["wait_ms"], CultureInfo.InvariantCulture)))
             .GroupBy(row => row.Kind, StringComparer.Ordinal)
             .OrderBy(group => group.Key, StringComparer.Ordinal)
             .ToList();

@@ -35,7 +35,10 @@ public interface IProcessGroup : IDisposable
     /// <summary>Number of ranks in the group.</summary>
     int WorldSize { get; }
 
-    /// <summary>Calls, bytes and waiting time per collective kind, for this rank.</summary>
+    /// <summary>
+    /// Calls, bytes and waiting time per collective kind, for this rank. Bytes follow the ring convention of
+    /// <see cref="CommVolume"/> on every backend (e.g. AllGather of S bytes: (W-1) S sent and received).
+    /// </summary>
     CommStats Stats { get; }
 
     /// <summary>Every rank's <paramref name="input"/> stacked in rank order: [...] -> [W, ...].</summary>

@@ -59,11 +59,15 @@ public static class ChunkedLinearAttention
         var forward = ForwardStates(k, v, lambda, blockSize, causal);
         var backward = BackwardStates(q, dO, lambda, blockSize, causal);
         var (dq, dk, dv) = IntraGradients(q, k, v, dO, forward, backward, lambda, blockSize);
-        var zero = zeros_like(backward.Total);
-        var (dqInit, dkState, dvState) = InitialStateGradients(k, v, dO, initialState ?? zero, dState ?? zero, lambda);
-        var dInitial = backward.Total + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * (dState ?? zero);
-        return ((dq + dqInit).MoveToOuterDisposeScope(), (dk + dkState).MoveToOuterDisposeScope(),
-                (dv + dvState).MoveToOuterDisposeScope(), dInitial.MoveToOuterDisposeScope());
+        var dInitial = backward.Total;
+        if (initialState is not null || dState is not null)
+        {
+            var zero = zeros_like(backward.Total);
+            var (dqState, dkState, dvState) = InitialStateGradients(k, v, dO, initialState ?? zero, dState ?? zero, lambda);
+            (dq, dk, dv) = (dq + dqState, dk + dkState, dv + dvState);
+            dInitial = dInitial + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * (dState ?? zero);
+        }
+        return (dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(), dv.MoveToOuterDisposeScope(), dInitial.MoveToOuterDisposeScope());
     }
 
     /// <summary>Forward phase 1: block summaries folded into the state entering each block; Total = m.</summary>

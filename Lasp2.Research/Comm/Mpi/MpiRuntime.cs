@@ -66,6 +66,8 @@ static unsafe class MpiRuntime
             f16Sum = Op(mpi, &F16Sum);
             f16Max = Op(mpi, &F16Max);
             new Thread(Watchdog) { IsBackground = true, Name = "lasp2 MPI watchdog" }.Start();
+            // A program that never disposed its world group still finalizes, so mpirun sees a clean exit.
+            AppDomain.CurrentDomain.ProcessExit += (_, _) => FinalizeMpi();
             native = mpi;
             return mpi;
         }
@@ -128,10 +130,16 @@ static unsafe class MpiRuntime
         {
             if (native is not { } mpi) return;
             int finalized;
-            lock (CallGate)
+            // At process exit a thread may still be blocked inside MPI: then leave finalization to mpirun.
+            if (!Monitor.TryEnter(CallGate, TimeSpan.FromSeconds(1))) return;
+            try
             {
                 MpiNative.Check(mpi.Finalized(&finalized), "MPI_Finalized");
                 if (finalized == 0) MpiNative.Check(mpi.Finalize(), "MPI_Finalize");
+            }
+            finally
+            {
+                Monitor.Exit(CallGate);
             }
         }
     }
