@@ -65,6 +65,9 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         [CommandOption("--dump <DIR>"), Description("Write inputs, outputs, gradients and the reference's as .npy files under DIR (one folder per configuration).")]
         public string? Dump { get; init; }
 
+        [CommandOption("--comm"), Description("Also print each method's measured communication (rank 0, forward + backward) next to the analytic model (CommModel); a mismatch fails.")]
+        public bool Comm { get; init; }
+
         public override ValidationResult Validate()
         {
             if (Dtype is not ("float64" or "float32")) return ValidationResult.Error($"--dtype must be float64 or float32; got '{Dtype}'.");
@@ -139,6 +142,13 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             AnsiConsole.Write(DistributedTable(rows, mpiGroup is null ? "in-process" : $"MPI, {mpiGroup.WorldSize} ranks"));
         foreach (var row in rows.Where(r => r.Error is not null))
             AnsiConsole.MarkupLine($"[red]ERROR {Markup.Escape(row.Config.Label)}: {Markup.Escape(row.Error!)}[/]");
+        if (settings.Comm && rows.Any(r => r.Report is not null))
+        {
+            var (commTable, commChecks) = CommTable.Build(rows.Select(r => r.Report).OfType<DistributedReport>(),
+                                                          mpiGroup is null ? "in-process" : $"MPI, {mpiGroup.WorldSize} ranks");
+            AnsiConsole.Write(commTable);
+            results.AddRange(commChecks);
+        }
         if (settings.Dump is { } dumped) AnsiConsole.MarkupLine($"[grey].npy files written under {Markup.Escape(Path.GetFullPath(dumped))}[/]");
         return ResultTable.Summarize(results);
     }

@@ -47,6 +47,12 @@ public interface ISequenceParallelAttention
     /// <summary>What the method supports.</summary>
     MethodCapabilities Supports { get; }
 
+    /// <summary>
+    /// Why the method cannot run on <paramref name="worldSize"/> ranks with <paramref name="heads"/> query and
+    /// <paramref name="kvHeads"/> KV heads (e.g. Ulysses shards heads: H % W == 0), or null when it can.
+    /// </summary>
+    string? Unsupported(int worldSize, long heads, long kvHeads) => null;
+
     /// <summary>This rank's output shard [B, H, N/W, Dv].</summary>
     Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options);
 }

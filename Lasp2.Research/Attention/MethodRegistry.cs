@@ -10,6 +10,12 @@ public static class MethodRegistry
         new ISequenceParallelAttention[]
         {
             new Lasp2Attention(),
+            new Lasp1Ring(),
+            new RingAttention(AttentionKind.Linear),
+            new RingAttention(AttentionKind.Softmax),
+            new AllGatherContextParallel(),
+            new Ulysses(AttentionKind.Linear),
+            new Ulysses(AttentionKind.Softmax),
         }.ToDictionary(m => m.Name, StringComparer.OrdinalIgnoreCase);
 
     /// <summary>Registered names, sorted.</summary>

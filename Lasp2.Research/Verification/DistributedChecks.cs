@@ -63,6 +63,8 @@ public static class DistributedChecks
         if (config.HeadDecays() is not null && !s.Decay) return $"{method.Name} has no decay";
         if (!s.Layouts.Contains(config.Layout)) return $"{method.Name} has no {config.Layout} layout";
         if (config.KvHeads != config.Heads && !s.GroupedKv) return $"{method.Name} needs KvHeads = Heads";
+        if (method.Unsupported(config.WorldSize, config.Heads, s.Kind == AttentionKind.Softmax ? config.KvHeads : config.Heads)
+            is { } shape) return shape;
         return null;
     }
 

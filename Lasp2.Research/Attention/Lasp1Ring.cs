@@ -1,0 +1,139 @@
+using Lasp2.Reference;
+using Lasp2.Research.Comm;
+using Lasp2.Research.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lasp2.Research.Attention;
+
+/// <summary>
+/// LASP-1 (Sun et al. 2024, arXiv 2404.02882): the memory states travel along a chain of point-to-point
+/// messages. Forward on the rank holding piece p: compute the local summary and the intra output, wait for
+/// P_p from the holder of piece p-1, send P_{p+1} = lambda^L P_p + m_p to the holder of piece p+1, then add
+/// the inter term lambda^(i+1) Q_p P_p. Backward mirrors it from the end: wait for G_p (the gradient of the
+/// state leaving piece p) from the holder of piece p+1, send G_{p-1} = lambda^L G_p + dm_p back.
+/// One Send and one Recv of one state [B,H,Dk,Dv] per hop; the chain has W-1 hops (contiguous) or 2(W-1)
+/// (zigzag: pieces 0..W-1 on ranks 0..W-1, then W..2W-1 back down), each a sequential step. The local work
+/// is lasp2's chunked kernel (<see cref="ChunkedLinearAttention"/>) split into its phases, the prefix
+/// supplied by the chain. Causal only (an unmasked layer would need the suffix too); decay supported.
+/// </summary>
+public sealed class Lasp1Ring : ISequenceParallelAttention
+{
+    public string Name => "lasp1";
+
+    public MethodCapabilities Supports => new(AttentionKind.Linear, Causal: true, Unmasked: false, Decay: true,
+        [Layout.Contiguous, Layout.Zigzag], GroupedKv: false);
+
+    public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
+    {
+        var decay = MethodChecks.Validate(this, group, q, k, v, options);
+        return ChainFunction.apply(new Chain(group, options.Layout, decay, options.BlockSize, q), q, k, v)[0];
+    }
+
+    /// <summary>The rank holding each global piece, in sequence order (W pieces contiguous, 2W zigzag).</summary>
+    public static int[] PieceOwners(int worldSize, Layout layout) =>
+        Enumerable.Range(0, SequenceLayout.PiecesPerRank(layout) * worldSize)
+                  .Select(piece => piece < worldSize ? piece : 2 * worldSize - 1 - piece).ToArray();
+
+    /// <summary>This rank's place in the chain: its pieces (local slots, sequence order) and their neighbours.</summary>
+    sealed record Chain(IProcessGroup Group, Layout Layout, double[] Decay, int BlockSize, long PieceLength, int[] Owners, int[] Pieces)
+    {
+        public Chain(IProcessGroup group, Layout layout, double[] decay, int blockSize, Tensor q)
+            : this(group, layout, decay, blockSize, q.shape[2] / SequenceLayout.PiecesPerRank(layout),
+                   PieceOwners(group.WorldSize, layout),
+                   Enumerable.Range(0, SequenceLayout.PiecesPerRank(layout))
+                             .Select(slot => StatePrefix.GlobalPiece(group.Rank, slot, group.WorldSize, layout)).ToArray()) { }
+
+        public Tensor Slot(Tensor x, int slot) => x.narrow(2, slot * PieceLength, PieceLength);
+
+        /// <summary>lambda^L across one piece [1,H,1,1].</summary>
+        public Tensor PieceDecay(Tensor like) => Masks.DecayPower(Decay, PieceLength, like.dtype, like.device);
+    }
+
+    /// <summary>O and the prefix P_p that entered each of this rank's pieces.</summary>
+    static (Tensor Output, Tensor[] Prefixes) ForwardPass(Chain chain, Tensor q, Tensor k, Tensor v)
+    {
+        var (group, owners) = (chain.Group, chain.Owners);
+        var outputs = new Tensor[chain.Pieces.Length];
+        var prefixes = new Tensor[chain.Pieces.Length];
+        Tensor? carried = null;                                                          // state after my previous piece
+        for (int slot = 0; slot < chain.Pieces.Length; slot++)
+        {
+            int piece = chain.Pieces[slot];
+            var (qp, kp, vp) = (chain.Slot(q, slot), chain.Slot(k, slot), chain.Slot(v, slot));
+            // While P_p is in flight: m_p and the intra output (LASP-1: compute overlaps the wait)
+            var states = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true);
+            var intra = ChunkedLinearAttention.IntraOutput(qp, kp, vp, states, chain.Decay, chain.BlockSize); // [B,H,L,Dv]
+            var prefix = piece == 0 ? zeros_like(states.Total)
+                : owners[piece - 1] == group.Rank ? carried!
+                : group.Recv(states.Total.shape, q.dtype, owners[piece - 1]);            // P_p [B,H,Dk,Dv]
+            // P_{p+1} = lambda^L P_p + m_p, sent on at once so the next rank can start
+            var next = chain.PieceDecay(q) * prefix + states.Total;
+            if (piece + 1 < owners.Length)
+            {
+                if (owners[piece + 1] == group.Rank) carried = next;
+                else group.Send(next, owners[piece + 1]);
+            }
+            // o_i = lambda^(i+1) q_i P_p + intra
+            outputs[slot] = intra + ChunkedLinearAttention.InitialStateOutput(qp, prefix, chain.Decay);
+            prefixes[slot] = prefix;
+        }
+        return (cat(outputs, 2), prefixes);
+    }
+
+    /// <summary>dQ, dK, dV with the suffix G_p of each piece arriving down the chain.</summary>
+    static (Tensor DQ, Tensor DK, Tensor DV) BackwardPass(Chain chain, Tensor q, Tensor k, Tensor v, Tensor dO, Tensor[] prefixes)
+    {
+        var (group, owners) = (chain.Group, chain.Owners);
+        var (dqs, dks, dvs) = (new Tensor[chain.Pieces.Length], new Tensor[chain.Pieces.Length], new Tensor[chain.Pieces.Length]);
+        Tensor? carried = null;                                                          // gradient into my next piece's prefix
+        for (int slot = chain.Pieces.Length - 1; slot >= 0; slot--)
+        {
+            int piece = chain.Pieces[slot];
+            var (qp, kp, vp, dOp) = (chain.Slot(q, slot), chain.Slot(k, slot), chain.Slot(v, slot), chain.Slot(dO, slot));
+            // While G_p is in flight: dm_p and the intra gradients
+            var forward = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true);
+            var backward = ChunkedLinearAttention.BackwardStates(qp, dOp, chain.Decay, chain.BlockSize, causal: true);
+            var (dq, dk, dv) = ChunkedLinearAttention.IntraGradients(qp, kp, vp, dOp, forward, backward, chain.Decay, chain.BlockSize);
+            var suffix = piece == owners.Length - 1 ? zeros_like(backward.Total)
+                : owners[piece + 1] == group.Rank ? carried!
+                : group.Recv(backward.Total.shape, q.dtype, owners[piece + 1]);          // G_p [B,H,Dk,Dv]
+            // G_{p-1} = lambda^L G_p + dm_p, sent back at once
+            var previous = chain.PieceDecay(q) * suffix + backward.Total;
+            if (piece > 0)
+            {
+                if (owners[piece - 1] == group.Rank) carried = previous;
+                else group.Send(previous, owners[piece - 1]);
+            }
+            // dq_i += lambda^(i+1) do_i P_p^T;  dk_j += lambda^(L-1-j) v_j G_p^T;  dv_j += lambda^(L-1-j) k_j G_p
+            var (dqState, dkState, dvState) = ChunkedLinearAttention.InitialStateGradients(kp, vp, dOp, prefixes[slot], suffix, chain.Decay);
+            (dqs[slot], dks[slot], dvs[slot]) = (dq + dqState, dk + dkState, dv + dvState);
+        }
+        return (cat(dqs, 2), cat(dks, 2), cat(dvs, 2));
+    }
+
+    /// <summary>Autograd glue: the chain's messages run inside forward and backward, never under autograd.</summary>
+    sealed class ChainFunction : autograd.MultiTensorFunction<ChainFunction>
+    {
+        public override string Name => nameof(ChainFunction);
+
+        public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var (chain, q, k, v) = ((Chain)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
+            using var noGrad = no_grad();
+            var (output, prefixes) = ForwardPass(chain, q, k, v);
+            ctx.save_data("chain", chain);
+            ctx.save_data("prefixes", prefixes);
+            ctx.save_for_backward([q, k, v]);
+            return [output];
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs)
+        {
+            var saved = ctx.get_saved_variables();
+            var (dQ, dK, dV) = BackwardPass((Chain)ctx.get_data("chain"), saved[0], saved[1], saved[2], gradOutputs[0],
+                                            (Tensor[])ctx.get_data("prefixes"));
+            return [null!, dQ, dK, dV];
+        }
+    }
+}

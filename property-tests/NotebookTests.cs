@@ -1,0 +1,168 @@
+using System.Diagnostics;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Xunit;
+using Xunit.Abstractions;
+using Xunit.Sdk;
+
+namespace Lasp2.PropertyTests;
+
+/// <summary>
+/// Executes every notebook in notebooks/ headless with the real kernel users run (dotnet-repl, the local
+/// tool in .config/dotnet-tools.json, which bundles FSharp.Core 10.0 like Jupyter's dotnet-interactive)
+/// and fails on any cell error. Then checks the committed outputs are fresh: the re-executed notebook has
+/// the same cells with the same sources, and each code cell the same outputs (same kinds, same MIME types,
+/// same text once numbers and chart ids are masked and the padding of text tables is collapsed: timings and
+/// last-digit rounding vary between runs and machines, tables, verdicts and messages must not). Every notebook must show at least one chart.
+/// With LASP2_WRITE_NOTEBOOKS=1 (notebooks/run-all.sh) the re-executed notebooks replace the committed
+/// ones instead of being compared with them.
+/// </summary>
+public class NotebookTests(ITestOutputHelper log)
+{
+    static readonly TimeSpan Timeout = TimeSpan.FromMinutes(3);
+    internal static readonly string NotebookDir = Path.Combine(RepoRoot(), "notebooks");
+
+    public static TheoryData<string> Notebooks()
+    {
+        var names = Directory.GetFiles(NotebookDir, "??-*.ipynb").Select(Path.GetFileName).Order().ToList();
+        Assert.NotEmpty(names);
+        var data = new TheoryData<string>();
+        foreach (var name in names) data.Add(name!);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Notebooks))]
+    public void NotebookRunsWithoutErrorsAndCommittedOutputsAreFresh(string name)
+    {
+        var committedPath = Path.Combine(NotebookDir, name);
+        var clock = Stopwatch.StartNew();
+        var fresh = Execute(committedPath);
+        log.WriteLine($"{name}: executed in {clock.Elapsed.TotalSeconds:F1} s");
+
+        var errors = Outputs(fresh).Where(o => (string?)o["output_type"] == "error")
+                                   .Select(o => $"{o["ename"]}: {o["evalue"]}").ToList();
+        Assert.True(errors.Count == 0, $"{name}: {errors.Count} cell error(s):\n{string.Join("\n", errors)}");
+        Assert.True(ChartCount(fresh) > 0, $"{name}: no Plotly chart in the outputs.");
+
+        if (Environment.GetEnvironmentVariable("LASP2_WRITE_NOTEBOOKS") == "1")
+        {
+            File.WriteAllText(committedPath, Serialize(fresh));
+            return;
+        }
+        AssertSameCells(name, JsonNode.Parse(File.ReadAllText(committedPath))!, fresh);
+    }
+
+    /// <summary>Runs the notebook with `dotnet repl` in notebooks/ (the kernel's working directory) and returns the executed copy.</summary>
+    static JsonNode Execute(string notebookPath)
+    {
+        var outputPath = Path.Combine(Path.GetTempPath(), $"lasp2-{Guid.NewGuid():N}.ipynb");
+        var start = new ProcessStartInfo("dotnet")
+        {
+            WorkingDirectory = NotebookDir,
+            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        foreach (var argument in new[] { "repl", "--run", notebookPath, "--exit-after-run", "--output-path", outputPath })
+            start.ArgumentList.Add(argument);
+        start.Environment["TERM"] = "dumb";
+        using var process = Process.Start(start)!;
+        process.StandardInput.Close();
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(Timeout))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new XunitException($"{notebookPath}: dotnet repl did not finish within {Timeout.TotalMinutes} min.");
+        }
+        try
+        {
+            // Exit code 2 means a cell failed: the output notebook holds the error, reported by the caller.
+            if (!File.Exists(outputPath))
+                throw new XunitException($"{notebookPath}: dotnet repl exited with {process.ExitCode} and wrote no notebook.\n"
+                                         + $"{stdout.Result}\n{stderr.Result}");
+            return Normalized(JsonNode.Parse(File.ReadAllText(outputPath))!);
+        }
+        finally
+        {
+            File.Delete(outputPath);
+        }
+    }
+
+    /// <summary>Drops dotnet-repl's per-cell timestamps, which would make every run differ from the last.</summary>
+    static JsonNode Normalized(JsonNode notebook)
+    {
+        foreach (var cell in notebook["cells"]!.AsArray())
+        {
+            var metadata = cell!["metadata"]!.AsObject();
+            foreach (var key in metadata.Select(p => p.Key).Where(k => k.StartsWith("dotnet_repl_", StringComparison.Ordinal)).ToList())
+                metadata.Remove(key);
+        }
+        return notebook;
+    }
+
+    static void AssertSameCells(string name, JsonNode committed, JsonNode fresh)
+    {
+        var (expected, actual) = (committed["cells"]!.AsArray(), fresh["cells"]!.AsArray());
+        Assert.True(expected.Count == actual.Count, $"{name}: {expected.Count} committed cells, {actual.Count} after execution.");
+        for (int i = 0; i < expected.Count; i++)
+        {
+            string where = $"{name}, cell {i + 1}";
+            Assert.True(Text(expected[i]!["source"]) == Text(actual[i]!["source"]), $"{where}: source differs from the executed copy.");
+            if ((string?)expected[i]!["cell_type"] != "code") continue;
+            var (before, after) = (expected[i]!["outputs"]!.AsArray(), actual[i]!["outputs"]!.AsArray());
+            Assert.True(before.Count == after.Count,
+                $"{where}: {before.Count} committed outputs, {after.Count} on re-execution: the outputs are stale; run notebooks/run-all.sh.");
+            for (int j = 0; j < before.Count; j++)
+                Assert.True(Fingerprint(before[j]!) == Fingerprint(after[j]!),
+                    $"{where}, output {j + 1}: committed output differs from re-execution (numbers masked): stale; run notebooks/run-all.sh.\n"
+                    + $"committed: {Shorten(Fingerprint(before[j]!))}\nexecuted:  {Shorten(Fingerprint(after[j]!))}");
+        }
+    }
+
+    /// <summary>Output kind, MIME types and text with numbers and chart ids masked.</summary>
+    static string Fingerprint(JsonNode output)
+    {
+        var kind = (string?)output["output_type"];
+        var body = output["data"] is JsonObject data
+            ? string.Join("\n", data.OrderBy(p => p.Key).Select(p => $"[{p.Key}] {Text(p.Value)}"))
+            : $"[{(string?)output["name"]}] {Text(output["text"])}";
+        body = Regex.Replace(body, "lasp2[-_][0-9a-f]{16}", "lasp2-id");
+        body = Regex.Replace(body, @"\d+(\.\d+)?([eE][-+]?\d+)?", "#");
+        // Text tables (Spectre, CommReport) pad columns to their widest number: widths follow the numbers.
+        body = Regex.Replace(body, @"[ \t]+", " ");
+        body = Regex.Replace(body, "[─━═-]+", "─");
+        return $"{kind} {body}";
+    }
+
+    static IEnumerable<JsonNode> Outputs(JsonNode notebook) =>
+        notebook["cells"]!.AsArray().Where(c => c!["outputs"] is JsonArray).SelectMany(c => c!["outputs"]!.AsArray())!;
+
+    static int ChartCount(JsonNode notebook) =>
+        Outputs(notebook).Count(o => o["data"]?["text/html"] is { } html && Text(html).Contains("Plotly.newPlot(", StringComparison.Ordinal));
+
+    /// <summary>Notebook text fields are a string or an array of lines.</summary>
+    static string Text(JsonNode? node) => node switch
+    {
+        null => "",
+        JsonArray lines => string.Concat(lines.Select(l => (string?)l)),
+        _ => (string?)node ?? "",
+    };
+
+    static string Shorten(string text) => text.Length <= 400 ? text : text[..400] + " ...";
+
+    static string Serialize(JsonNode notebook) =>
+        notebook.ToJsonString(new JsonSerializerOptions
+        {
+            WriteIndented = true, IndentSize = 1, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        }) + "\n";
+
+    static string RepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "Lasp2.sln"))) return dir.FullName;
+        throw new InvalidOperationException($"Lasp2.sln not found above {AppContext.BaseDirectory}.");
+    }
+}
