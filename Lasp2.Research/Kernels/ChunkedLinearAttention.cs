@@ -201,6 +201,55 @@ public static class ChunkedLinearAttention
         return (cat(dqs, 2).MoveToOuterDisposeScope(), cat(dks, 2).MoveToOuterDisposeScope(), cat(dvs, 2).MoveToOuterDisposeScope());
     }
 
+    /// <summary>
+    /// The whole shard's output from a zero initial state (diagonal plus in-shard inter-block terms) [B,H,C,Dv],
+    /// for callers that add the outer state's term themselves (<see cref="InitialStateOutput"/>).
+    /// </summary>
+    public static Tensor IntraOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize)
+    {
+        var diagonal = DiagonalOutput(q, k, v, states, lambda, blockSize);
+        return states.Blocks is null ? diagonal : diagonal + StateOutput(q, states.Blocks, lambda, blockSize);
+    }
+
+    /// <summary>The outer state's output term lambda^(i+1) q_i S_0 [B,H,C,Dv] (Alg. 2 step 4: Q_t P_t), as a separate pass.</summary>
+    public static Tensor InitialStateOutput(Tensor q, Tensor initialState, double[] lambda)
+    {
+        using var scope = NewDisposeScope();
+        var queryDecay = Powers(lambda, arange(1, q.shape[2] + 1, dtype: q.dtype, device: q.device), blocked: false);
+        return (queryDecay * q).matmul(initialState).MoveToOuterDisposeScope();             // [B,H,C,Dv]
+    }
+
+    /// <summary>dQ, dK, dV of the shard with zero initial state and zero final-state gradient (diagonal plus in-shard terms).</summary>
+    public static (Tensor DQ, Tensor DK, Tensor DV) IntraGradients(Tensor q, Tensor k, Tensor v, Tensor dO,
+        BlockStates forward, BlockStates backward, double[] lambda, int blockSize)
+    {
+        using var scope = NewDisposeScope();
+        var (dq, dk, dv) = DiagonalGradients(q, k, v, dO, forward.Total, backward, lambda, blockSize);
+        if (forward.Blocks is not null && backward.Blocks is not null)
+        {
+            var (dqState, dkState, dvState) = StateGradients(k, v, dO, forward.Blocks, backward.Blocks, lambda, blockSize);
+            (dq, dk, dv) = (dq + dqState, dk + dkState, dv + dvState);
+        }
+        return (dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(), dv.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// The outer states' gradient terms as a separate pass: dq_i = lambda^(i+1) do_i P^T,
+    /// dk_j = lambda^(C-1-j) v_j G^T, dv_j = lambda^(C-1-j) k_j G (Alg. 4 step 4).
+    /// </summary>
+    public static (Tensor DQ, Tensor DK, Tensor DV) InitialStateGradients(Tensor k, Tensor v, Tensor dO, Tensor prefix,
+                                                                          Tensor suffix, double[] lambda)
+    {
+        using var scope = NewDisposeScope();
+        long c = k.shape[2];
+        var local = arange(c, dtype: k.dtype, device: k.device);
+        var queryDecay = Powers(lambda, local + 1, blocked: false);                          // [1,H,C,1]
+        var keyDecay = Powers(lambda, (c - 1) - local, blocked: false);
+        return ((queryDecay * dO.matmul(prefix.transpose(-2, -1))).MoveToOuterDisposeScope(),
+                (keyDecay * v.matmul(suffix.transpose(-2, -1))).MoveToOuterDisposeScope(),
+                (keyDecay * k.matmul(suffix)).MoveToOuterDisposeScope());
+    }
+
     /// <summary>Validates inputs; returns the per-head lambdas. Exposed for methods built on this kernel.</summary>
     public static double[] Check(Tensor q, Tensor k, Tensor v, double[]? decay, int blockSize, bool causal)
     {
