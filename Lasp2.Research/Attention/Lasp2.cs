@@ -16,7 +16,8 @@ namespace Lasp2.Research.Attention;
 /// Communication per layer per iteration, per rank: exactly one AllGather in forward (this rank's
 /// state summary m_t [B,H,Dk,Dv] per piece, beside its H decays gamma = lambda^length) and one in
 /// backward (dm_t [B,H,Dk,Dv] per piece). Contiguous: one piece per rank; zigzag: two, in the same
-/// AllGather. Both are issued asynchronously; the intra-shard part runs while they are in flight.
+/// AllGather. Both are issued asynchronously; the diagonal blocks of the intra-shard part (all of it that
+/// needs no state) run while they are in flight; the in-shard inter-block terms and Q_t P_t are then one pass.
 /// Nothing else is sent: no point-to-point traffic, no reduction, independent of N.
 ///
 /// Rank t holds q, k [B,H,C,Dk], v [B,H,C,Dv] (feature maps already applied; shards may differ in length
