@@ -3,6 +3,7 @@ using FsCheck.Fluent;
 using FsCheck.Xunit;
 using Lasp2.Reference;
 using Lasp2.Research.Kernels;
+using Xunit;
 using static TorchSharp.torch;
 
 namespace Lasp2.PropertyTests;
@@ -75,4 +76,26 @@ public class ChunkedKernelTests
             AssertClose.Tensors("dK", grads[1], cat([dk1, dk2], 2), Compare.Float64Tolerance);
             AssertClose.Tensors("dV", grads[2], cat([dv1, dv2], 2), Compare.Float64Tolerance);
         });
+
+    /// <summary>
+    /// A shard long enough that the full blocks are batched in several groups (B=2, H=4, d=64, L=64: 32 blocks a
+    /// group; 5000 tokens = 2 full groups + 14 blocks + a tail of 8) equals the reference chunked form.
+    /// </summary>
+    [Fact]
+    public void LongShardsBatchedInGroupsEqualTheReference()
+    {
+        using var scope = NewDisposeScope();
+        var generator = new Generator(42);
+        Tensor Random() => randn([2, 4, 5000, 64], dtype: float64, generator: generator) * 0.125;
+        var (q, k, v, dO) = (Random(), Random(), Random(), Random());
+        double[] lambda = [0.999, 0.99, 0.9, 1.0];
+        var (expected, grads) = Autograd.ForwardBackward(
+            x => LinearAttention.Chunked(x[0], x[1], x[2], 64, causal: true, lambda), dO, q, k, v);
+        var (output, _) = ChunkedLinearAttention.Forward(q, k, v, lambda, 64);
+        var (dq, dk, dv, _) = ChunkedLinearAttention.Backward(q, k, v, dO, lambda, 64);
+        AssertClose.Tensors("O", expected, output, Compare.Float64Tolerance);
+        AssertClose.Tensors("dQ", grads[0], dq, Compare.Float64Tolerance);
+        AssertClose.Tensors("dK", grads[1], dk, Compare.Float64Tolerance);
+        AssertClose.Tensors("dV", grads[2], dv, Compare.Float64Tolerance);
+    }
 }

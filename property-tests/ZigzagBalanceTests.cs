@@ -1,6 +1,7 @@
 using FsCheck;
 using FsCheck.Fluent;
 using Lasp2.Reference;
+using Lasp2.Research.Attention;
 using Xunit;
 using static TorchSharp.torch;
 
@@ -46,4 +47,30 @@ public class ZigzagBalanceTests
             // Rank t: C t C earlier keys plus C (C + 1) / 2 in its own chunk.
             for (int rank = 0; rank < s.WorldSize; rank++) Assert.Equal(rank * c * c + c * (c + 1) / 2, work[rank]);
         }).Check(Config.QuickThrowOnFailure.WithMaxTest(50));
+
+    /// <summary>
+    /// Ring Attention's causal kernels skip a K,V block that lies wholly in the queries' future. Zigzag: every
+    /// rank computes all W blocks (balanced); contiguous: rank t computes t + 1. Counted with the kernels' own
+    /// skip decision (a null block result), softmax and linear alike.
+    /// </summary>
+    [Fact]
+    public void RingComputesTheSameNumberOfBlocksOnEveryRankUnderZigzag() =>
+        Prop.ForAll(Sizes, s =>
+        {
+            using var scope = NewDisposeScope();
+            IBlockAttention[] kernels = [new OnlineSoftmax(causal: true, scale: 1.0), new LeftProduct(causal: true, [1.0])];
+            foreach (var layout in new[] { Layout.Zigzag, Layout.Contiguous })
+            {
+                long c = s.Piece * SequenceLayout.PiecesPerRank(layout);
+                var positions = MethodChecks.AllPositions(c, s.WorldSize, layout, CPU);
+                var (q, kv) = (randn([1, 1, c, 2], dtype: float64), randn([1, 1, c, 2], dtype: float64));
+                foreach (var kernel in kernels)
+                    for (int rank = 0; rank < s.WorldSize; rank++)
+                    {
+                        int computed = Enumerable.Range(0, s.WorldSize)
+                            .Count(owner => kernel.Forward(q, kv, kv, positions[rank], positions[owner]) is not null);
+                        Assert.Equal(layout == Layout.Zigzag ? s.WorldSize : rank + 1, computed);
+                    }
+            }
+        }).Check(Config.QuickThrowOnFailure.WithMaxTest(30));
 }

@@ -19,6 +19,11 @@ static class ResultTable
     /// <summary>Prints the totals; 0 when every check passed, 1 otherwise.</summary>
     public static int Summarize(IReadOnlyCollection<CheckResult> results)
     {
+        if (results.Count == 0)
+        {
+            AnsiConsole.MarkupLine("[red]no check ran: every selected configuration is not applicable[/]");
+            return 1;
+        }
         int failed = results.Count(r => !r.Passed);
         AnsiConsole.MarkupLine(failed == 0
             ? $"[green]all {results.Count} checks passed[/]"

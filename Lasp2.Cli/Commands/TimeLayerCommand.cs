@@ -41,20 +41,28 @@ public sealed class TimeLayerCommand : Command<TimeLayerCommand.Settings>
 
         [CommandOption("--repeats <R>"), Description("Timed repeats after one warm-up. Default 3.")]
         public int Repeats { get; init; } = 3;
+
+        [CommandOption("--kernel-threads <T>"), Description("Torch threads of the single-device kernel. Default: all cores.")]
+        public int? KernelThreads { get; init; }
+
+        [CommandOption("--rank-threads <T>"), Description("Torch threads per in-process rank. Default: cores / W (at least 1).")]
+        public int? RankThreads { get; init; }
     }
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 150); // logs: no wrapping
         var config = new LayerTimingConfig(1, s.Heads, s.Seq, s.Dim, s.Block, s.Mask == "causal", VerifyCommand.ParseDtype(s.Dtype),
                                            Warmup: 1, Repeats: s.Repeats);
         int cores = Environment.ProcessorCount;
-        var kernel = LayerTiming.TimeKernel(config, cores);
-        var method = LayerTiming.TimeInProcess(MethodRegistry.Get(s.Method), s.World, config, Math.Max(1, cores / s.World));
+        var kernel = LayerTiming.TimeKernel(config, s.KernelThreads ?? cores);
+        var method = LayerTiming.TimeInProcess(MethodRegistry.Get(s.Method), s.World, config, s.RankThreads ?? Math.Max(1, cores / s.World));
         var table = new Table()
             .Title($"one layer fwd+bwd: B=1 H={s.Heads} N={s.Seq} d={s.Dim} block={s.Block} {s.Dtype} {s.Mask}, {cores} cores")
-            .AddColumns("run", "median", "min", "AllGather hidden", "vs single device");
+            .AddColumns("run", "median", "min", "CPU/iteration", "AllGather hidden", "vs single device");
         foreach (var r in new[] { kernel, method })
             table.AddRow(Markup.Escape(r.Name), $"{r.Median.TotalMilliseconds:0.0} ms", $"{r.Min.TotalMilliseconds:0.0} ms",
+                $"{r.CpuPerIteration.TotalMilliseconds:0} ms",
                 r.Overlap is { } o ? $"{o.HiddenFraction.ToString("P1", CultureInfo.InvariantCulture)} (compute {o.Compute.TotalMilliseconds:0.0} ms, wait {o.Wait.TotalMilliseconds:0.0} ms, {o.Calls} gathers)" : "-",
                 $"{kernel.Median / r.Median:0.00}x");
         AnsiConsole.Write(table);

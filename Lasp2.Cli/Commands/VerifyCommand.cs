@@ -26,8 +26,8 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         [CommandOption("--seq <N>"), Description("Sequence length N (>= 1; divisible by W, or 2W for zigzag). Default 97 (reference), 112 (distributed).")]
         public int? Seq { get; init; }
 
-        [CommandOption("--heads <H>"), Description("Query heads H (>= 1, a multiple of --kv-heads). Default 4.")]
-        public int Heads { get; init; } = 4;
+        [CommandOption("--heads <H>"), Description("Query heads H (>= 1, a multiple of --kv-heads). Default 4 (reference), 8 (distributed: Ulysses needs H % W = 0 up to W = 8).")]
+        public int? Heads { get; init; }
 
         [CommandOption("--kv-heads <HKV>"), Description("KV heads for the softmax checks. Default 2 (reference), H (distributed).")]
         public int? KvHeads { get; init; }
@@ -106,7 +106,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         bool print = mpiGroup is null || mpiGroup.Rank == 0;
         if (settings.Method is null && mpiGroup is null)
         {
-            var config = new ReferenceCheckConfig(settings.Batch, settings.Heads, settings.KvHeads ?? 2, settings.Seq ?? 97,
+            var config = new ReferenceCheckConfig(settings.Batch, settings.Heads ?? 4, settings.KvHeads ?? 2, settings.Seq ?? 97,
                 settings.Dim ?? 16, settings.Dim ?? 16, settings.Decay ?? 0.9, ParseDtype(settings.Dtype), settings.Seed);
             var reference = ReferenceChecks.Run(config);
             AnsiConsole.Write(ResultTable.Build("Reference forms", reference));
@@ -114,10 +114,15 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         }
 
         var rows = new List<DistributedRow>();
+        var skipped = new List<string>();
         foreach (var config in Sweep(settings, mpiGroup?.WorldSize))
         {
             var method = MethodRegistry.Get(config.Method);
-            if (DistributedChecks.Unsupported(method, config) is not null) continue;
+            if (DistributedChecks.Unsupported(method, config) is { } reason)
+            {
+                skipped.Add($"{config.Label}: {reason}");
+                continue;
+            }
             (method as IOverlapReporting)?.Overlap.Reset();
             try
             {
@@ -140,6 +145,8 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         if (!print) return results.All(r => r.Passed) ? 0 : 1;
         if (rows.Count > 0)
             AnsiConsole.Write(DistributedTable(rows, mpiGroup is null ? "in-process" : $"MPI, {mpiGroup.WorldSize} ranks"));
+        foreach (var line in skipped)
+            AnsiConsole.MarkupLine($"[yellow]not applicable {Markup.Escape(line)}[/]");
         foreach (var row in rows.Where(r => r.Error is not null))
             AnsiConsole.MarkupLine($"[red]ERROR {Markup.Escape(row.Config.Label)}: {Markup.Escape(row.Error!)}[/]");
         if (settings.Comm && rows.Any(r => r.Report is not null))
@@ -162,13 +169,19 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             throw new ArgumentException($"--world {s.World} does not match the MPI job of {size} ranks; omit --world or pass {size}.");
         bool[] masks = s.Mask is null ? [true, false] : [s.Mask == "causal"];
         Layout[] layouts = s.Layout is null ? [Layout.Contiguous, Layout.Zigzag] : [Enum.Parse<Layout>(s.Layout, ignoreCase: true)];
+        // Unspecified axes sweep only what a method supports (masks; decays for causal linear methods); an axis
+        // given explicitly is kept, so an unsupported request is reported as not applicable.
         foreach (var method in methods)
+        {
+            var supports = MethodRegistry.Get(method).Supports;
+            var methodMasks = masks.Where(causal => s.Mask is not null || (causal ? supports.Causal : supports.Unmasked));
             foreach (int worldSize in worlds)
-                foreach (bool causal in masks)
-                    foreach (double decay in (double[])(!causal ? [1.0] : s.Decay is { } d ? [d] : [0.9, 1.0]))
+                foreach (bool causal in methodMasks)
+                    foreach (double decay in (double[])(s.Decay is { } d ? [d] : causal && supports.Decay ? [0.9, 1.0] : [1.0]))
                         foreach (var layout in layouts)
                             yield return new DistributedCheckConfig(method, worldSize, causal, decay, layout, ParseDtype(s.Dtype),
-                                s.Batch, s.Heads, s.KvHeads ?? s.Heads, s.Seq ?? 112, s.Dim ?? 16, s.Dim ?? 12, s.Block, s.Seed);
+                                s.Batch, s.Heads ?? 8, s.KvHeads ?? s.Heads ?? 8, s.Seq ?? 112, s.Dim ?? 16, s.Dim ?? 12, s.Block, s.Seed);
+        }
     }
 
     sealed record DistributedRow(DistributedCheckConfig Config, DistributedReport? Report, OverlapTotals? Overlap, string? Error);

@@ -13,8 +13,8 @@ public sealed record HybridLayer(Tensor Query, Tensor Key, Tensor Value, Tensor 
 /// <summary>
 /// A hybrid layer stack (LASP-2 paper, Sec. 3.3, LASP-2H): a pattern over {L, N}, e.g. "LLLN" (the paper's
 /// Linear-Llama3 repeats it 4 times): L is a linear-attention layer run by LASP-2, N a softmax layer run by
-/// AllGather-CP (Alg. 7). Layer l: x &lt;- x + Attention_l(x W_q, x W_k, x W_v) W_o on hidden states
-/// [B, C, D] sharded along the sequence. Every layer uses the same layout, so tokens are never re-ordered
+/// AllGather-CP (Alg. 7). Layer l, pre-norm as in Llama: h = RMSNorm(x) (no gain), x &lt;- x + Attention_l(h W_q,
+/// h W_k, h W_v) W_o on hidden states [B, C, D] sharded along the sequence (the norm is per token, so local). Every layer uses the same layout, so tokens are never re-ordered
 /// between layers (algorithms.md, Layouts). Communication: the sum of the layers' (see CommModel).
 /// <see cref="Reference"/> is the single-device twin (reference attention on the whole sequence) it is
 /// verified against.
@@ -97,8 +97,10 @@ public sealed class HybridStack
         for (int l = 0; l < layers.Count; l++)
         {
             var layer = layers[l];
-            // Heads(x W): [B,C,D] -> [B,h,C,d]
-            Tensor Heads(Tensor weight, int heads) => x.matmul(weight).view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2);
+            // h = x / sqrt(mean(x^2) + eps): keeps every layer's scores O(1) however the residual stream grows
+            var normed = x / (x.square().mean([-1], keepdim: true) + RmsEpsilon).sqrt();     // [B,C,D]
+            // Heads(h W): [B,C,D] -> [B,h,C,d]
+            Tensor Heads(Tensor weight, int heads) => normed.matmul(weight).view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2);
             var output = attention(Pattern[l], Heads(layer.Query, layer.Heads), Heads(layer.Key, layer.KvHeads),
                                    Heads(layer.Value, layer.KvHeads));                  // [B,H,C,Dv]
             // x <- x + O W_o (residual)
@@ -106,6 +108,9 @@ public sealed class HybridStack
         }
         return x;
     }
+
+    /// <summary>The RMSNorm epsilon (Llama's 1e-6).</summary>
+    public const double RmsEpsilon = 1e-6;
 
     AttentionOptions LayerOptions(char layer) => layer == 'L' ? Options : Options with { Decay = null };
 

@@ -16,7 +16,8 @@ namespace Lasp2.Research.Attention;
 /// Communication per layer per iteration, per rank: exactly one AllGather in forward (this rank's
 /// state summary m_t [B,H,Dk,Dv] per piece, beside its H decays gamma = lambda^length) and one in
 /// backward (dm_t [B,H,Dk,Dv] per piece). Contiguous: one piece per rank; zigzag: two, in the same
-/// AllGather. Both are issued asynchronously; the intra-shard part runs while they are in flight.
+/// AllGather. Both are issued asynchronously; the diagonal blocks of the intra-shard part (all of it that
+/// needs no state) run while they are in flight; the in-shard inter-block terms and Q_t P_t are then one pass.
 /// Nothing else is sent: no point-to-point traffic, no reduction, independent of N.
 ///
 /// Rank t holds q, k [B,H,C,Dk], v [B,H,C,Dv] (feature maps already applied; shards may differ in length
@@ -104,7 +105,7 @@ sealed class Lasp2Function : autograd.SingleTensorFunction<Lasp2Function>
         using var scope = NewDisposeScope();
         var (qs, ks, vs) = (call.Pieces(q), call.Pieces(k), call.Pieces(v));
         int pieces = qs.Length;
-        // Alg. 2 step 1: M_t = K_t^T V_t, here per piece m_p = sum_i lambda^(C_p-1-i) k_i^T v_i (block states kept for step 2)
+        // Alg. 2 step 1: M_t = K_t^T V_t, here per piece m_p = sum_i lambda^(C_p-1-i) k_i^T v_i (with the block states)
         var states = Enumerable.Range(0, pieces).Select(p => Kernel.ForwardStates(ks[p], vs[p], lambda, block, causal)).ToArray();
         var packet = stack(Enumerable.Range(0, pieces).Select(p => cat([
             states[p].Total.flatten(),                                                       // m_p
@@ -113,8 +114,9 @@ sealed class Lasp2Function : autograd.SingleTensorFunction<Lasp2Function>
         var watch = Stopwatch.StartNew();
         // Alg. 2 step 1: start the AllGather of [M_t]_1^W asynchronously
         var handle = call.Group.AllGatherAsync(packet);
-        // Alg. 2 step 2, while it is in flight: O_intra = [(Q_t K_t^T) (.) Psi] V_t by the chunked kernel
-        var intra = Enumerable.Range(0, pieces).Select(p => Kernel.IntraOutput(qs[p], ks[p], vs[p], states[p], lambda, block)).ToArray();
+        // Alg. 2 step 2, while it is in flight: the part of O_intra = [(Q_t K_t^T) (.) Psi] V_t that needs no state:
+        // the diagonal blocks (masked inside; unmasked: Q_t M_t)
+        var diagonal = Enumerable.Range(0, pieces).Select(p => Kernel.DiagonalOutput(qs[p], ks[p], vs[p], states[p], lambda, block)).ToArray();
         var gathered = call.Wait(handle, watch, "forward");                                 // [W, P, B*H*Dk*Dv + H]
         long stateSize = states[0].Total.numel();
         long[] stateShape = [gathered.shape[0], pieces, .. states[0].Total.shape];
@@ -123,14 +125,16 @@ sealed class Lasp2Function : autograd.SingleTensorFunction<Lasp2Function>
                                 .reshape(gathered.shape[0], pieces, 1, lambda.Length, 1, 1); // [W,P,1,H,1,1]
         // Alg. 2 step 3: P_t = sum_{u<t} M_u (decayed, per piece in global order; unmasked: every other piece)
         var prefixes = call.Fold(allStates, allGammas, backward: false);                    // [P,B,H,Dk,Dv]
-        // Alg. 2 step 4: O_t = O_intra + Q_t P_t (decayed: lambda^(i+1) q_i P_t)
+        // Each block b of piece p sees S_{b-1} + lambda^(start_b) P_p (unmasked: P_p)
+        var seen = Enumerable.Range(0, pieces)
+            .Select(p => Kernel.StatesSeen(states[p], prefixes[p], lambda, block, qs[p], fromStart: true)).ToArray();
+        // Alg. 2 step 4: O_t = O_intra + Q_t P_t, the inter-block terms of O_intra fused with Q_t P_t
         var output = cat(Enumerable.Range(0, pieces)
-            .Select(p => intra[p] + Kernel.InitialStateOutput(qs[p], prefixes[p], lambda)).ToList(), 2); // [B,H,C,Dv]
+            .Select(p => diagonal[p] + Kernel.StateOutput(qs[p], seen[p], lambda, block)).ToList(), 2); // [B,H,C,Dv]
 
-        // Alg. 2 step 4: cache P_t (and the local block states and gammas) for backward
-        var saved = new List<Tensor> { q, k, v, prefixes.contiguous(), allGammas.contiguous() };
-        foreach (var state in states)
-            saved.AddRange(state.Blocks is null ? [state.Total] : [state.Total, state.Blocks]);
+        // Alg. 2 step 4: cache P_t (inside the states seen), the summaries and the gammas for backward
+        var saved = new List<Tensor> { q, k, v, allGammas.contiguous() };
+        for (int p = 0; p < pieces; p++) saved.AddRange([states[p].Total, seen[p]]);
         foreach (var tensor in saved.Skip(3)) tensor.MoveToOuterDisposeScope();           // saved after forward returns
         ctx.save_for_backward(saved);
         ctx.save_data("call", call);
@@ -143,30 +147,33 @@ sealed class Lasp2Function : autograd.SingleTensorFunction<Lasp2Function>
         var (lambda, block, causal) = (call.Lambda, call.Options.BlockSize, call.Options.Causal);
         using var scope = NewDisposeScope();
         var saved = ctx.get_saved_variables();
-        var (q, k, v, prefixes, gammas) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
+        var (q, k, v, gammas) = (saved[0], saved[1], saved[2], saved[3]);
         var (qs, ks, vs, dOs) = (call.Pieces(q), call.Pieces(k), call.Pieces(v), call.Pieces(dO));
-        int pieces = qs.Length, stride = causal ? 2 : 1;
-        var forwardStates = Enumerable.Range(0, pieces)
-            .Select(p => new Kernel.BlockStates(causal ? saved[6 + stride * p] : null, saved[5 + stride * p])).ToArray();
-        // Alg. 4 step 1: dM_t = Q_t^T dO_t, per piece dm_p = sum_i lambda^(i+1) q_i^T do_i
+        int pieces = qs.Length;
+        var (summaries, seen) = (Enumerable.Range(0, pieces).Select(p => saved[4 + 2 * p]).ToArray(),
+                                 Enumerable.Range(0, pieces).Select(p => saved[5 + 2 * p]).ToArray());
+        // Alg. 4 step 1: dM_t = Q_t^T dO_t, per piece dm_p = sum_i lambda^(i+1) q_i^T do_i (with the block gradients)
         var backwardStates = Enumerable.Range(0, pieces).Select(p => Kernel.BackwardStates(qs[p], dOs[p], lambda, block, causal)).ToArray();
         var watch = Stopwatch.StartNew();
         // Alg. 4 step 1: start the AllGather of [dM_t]_1^W asynchronously
         var handle = call.Group.AllGatherAsync(stack(backwardStates.Select(s => s.Total).ToList())); // [P,B,H,Dk,Dv]
-        // Alg. 4 step 2, while it is in flight: dQ, dK, dV of the intra part (A = Q K^T (.) Psi, dA = dO V^T (.) Psi)
-        var intra = Enumerable.Range(0, pieces)
-            .Select(p => Kernel.IntraGradients(qs[p], ks[p], vs[p], dOs[p], forwardStates[p], backwardStates[p], lambda, block)).ToArray();
+        // Alg. 4 step 2, while it is in flight: the intra gradients that need no state (A = Q K^T (.) Psi,
+        // dA = dO V^T (.) Psi on the diagonal blocks: dQ = dA K, dK = dA^T Q, dV = A^T dO)
+        var diagonal = Enumerable.Range(0, pieces)
+            .Select(p => Kernel.DiagonalGradients(qs[p], ks[p], vs[p], dOs[p], summaries[p], backwardStates[p], lambda, block)).ToArray();
         var gathered = call.Wait(handle, watch, "backward");                                // [W,P,B,H,Dk,Dv]
         // Alg. 4 step 3: G_t = sum_{u>t} dM_u (decayed, per piece in global order; unmasked: every other piece)
         var suffixes = call.Fold(gathered, gammas, backward: true);                          // [P,B,H,Dk,Dv]
         var (dq, dk, dv) = (new List<Tensor>(), new List<Tensor>(), new List<Tensor>());
         for (int p = 0; p < pieces; p++)
         {
-            // Alg. 4 step 4: dQ_t += dO_t P_t^T, dK_t += V_t G_t^T, dV_t += K_t G_t (with decay powers)
-            var (dqState, dkState, dvState) = Kernel.InitialStateGradients(ks[p], vs[p], dOs[p], prefixes[p], suffixes[p], lambda);
-            dq.Add(intra[p].DQ + dqState);
-            dk.Add(intra[p].DK + dkState);
-            dv.Add(intra[p].DV + dvState);
+            // Each block b leaves dS_b + lambda^(C_p-end_b) G_p (unmasked: G_p)
+            var leaving = Kernel.StatesSeen(backwardStates[p], suffixes[p], lambda, block, qs[p], fromStart: false);
+            // Alg. 4 step 4: dQ_t += dO_t P_t^T, dK_t += V_t G_t^T, dV_t += K_t G_t, fused with the inter-block terms
+            var (dqState, dkState, dvState) = Kernel.StateGradients(ks[p], vs[p], dOs[p], seen[p], leaving, lambda, block);
+            dq.Add(diagonal[p].DQ + dqState);
+            dk.Add(diagonal[p].DK + dkState);
+            dv.Add(diagonal[p].DV + dvState);
         }
         return [cat(dq, 2).MoveToOuterDisposeScope(), cat(dk, 2).MoveToOuterDisposeScope(), cat(dv, 2).MoveToOuterDisposeScope(), null!];
     }

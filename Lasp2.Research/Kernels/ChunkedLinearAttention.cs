@@ -9,16 +9,20 @@ namespace Lasp2.Research.Kernels;
 /// The local chunked linear-attention kernel: forward and hand-written backward for one shard
 /// q, k [B,H,C,Dk], v [B,H,C,Dv] with a per-head decay lambda in (0, 1], an optional initial state S_0
 /// [B,H,Dk,Dv] (the prefix supplied by communication) and the state after the shard as a result.
-/// Blocked: the shard is cut into blocks of <c>blockSize</c> tokens (the last one may be shorter); all
-/// full blocks are processed together as [B,H,nb,L,.] batches, so the largest temporary is [B,H,nb,L,L]
-/// (never C x C). With W = 1 and no initial state this is plain single-device chunked linear attention.
+/// Blocked: the shard is cut into blocks of <c>blockSize</c> tokens (the last one may be shorter); full
+/// blocks are processed in batches [B,H,n,L,.] of about 2^20 elements, so the largest temporary is
+/// [B,H,n,L,L] (never C x C, and bounded whatever C is). With W = 1 and no initial state this is plain
+/// single-device chunked linear attention.
 ///
 /// Causal, local index i in the shard, block b with in-block index i' and length L (algorithms.md, form 4):
 ///   s_b = sum_j lambda^(L-1-j) k_j^T v_j,  S_b = lambda^L S_{b-1} + s_b (S_{-1} = S_0; the StatePrefix fold)
 ///   o_i = lambda^(i'+1) q_i S_{b-1} + sum_{j&lt;=i in b} lambda^(i-j) (q_i . k_j) v_j
 /// Unmasked (lambda = 1): o_i = q_i (S_0 + K^T V).
-/// The split into phases (<see cref="ForwardStates"/> -> <see cref="IntraOutput"/>, <see cref="BackwardStates"/> ->
-/// <see cref="IntraGradients"/>, plus the S_0 terms) lets LASP-2 start its AllGather between them.
+/// Phases: forward <see cref="ForwardStates"/> -> <see cref="DiagonalOutput"/> (needs no outer state) ->
+/// <see cref="StatesSeen"/> + <see cref="StateOutput"/>; backward <see cref="BackwardStates"/> ->
+/// <see cref="DiagonalGradients"/> -> <see cref="StateGradients"/>. LASP-2 starts its AllGather after phase 1 and
+/// computes phase 2 while it is in flight; the outer state (prefix / suffix) is folded into the block states,
+/// so it costs O(nb Dk Dv) additions, not another pass over the shard.
 /// </summary>
 public static class ChunkedLinearAttention
 {
@@ -36,13 +40,10 @@ public static class ChunkedLinearAttention
         var lambda = Check(q, k, v, decay, blockSize, causal);
         using var scope = NewDisposeScope();
         var states = ForwardStates(k, v, lambda, blockSize, causal);
-        var output = IntraOutput(q, k, v, states, lambda, blockSize);
-        var state = states.Total;
-        if (initialState is not null)
-        {
-            output = output + InitialStateOutput(q, initialState, lambda);                   // [B,H,C,Dv]
-            state = state + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * initialState;
-        }
+        var seen = StatesSeen(states, initialState, lambda, blockSize, q, fromStart: true);
+        var output = DiagonalOutput(q, k, v, states, lambda, blockSize) + StateOutput(q, seen, lambda, blockSize);
+        var state = initialState is null ? states.Total
+            : states.Total + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * initialState;
         return (output.MoveToOuterDisposeScope(), state.MoveToOuterDisposeScope());
     }
 
@@ -58,16 +59,14 @@ public static class ChunkedLinearAttention
         using var scope = NewDisposeScope();
         var forward = ForwardStates(k, v, lambda, blockSize, causal);
         var backward = BackwardStates(q, dO, lambda, blockSize, causal);
-        var (dq, dk, dv) = IntraGradients(q, k, v, dO, forward, backward, lambda, blockSize);
-        var dInitial = backward.Total;
-        if (initialState is not null || dState is not null)
-        {
-            var zero = zeros_like(backward.Total);
-            var (dqState, dkState, dvState) = InitialStateGradients(k, v, dO, initialState ?? zero, dState ?? zero, lambda);
-            (dq, dk, dv) = (dq + dqState, dk + dkState, dv + dvState);
-            dInitial = dInitial + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * (dState ?? zero);
-        }
-        return (dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(), dv.MoveToOuterDisposeScope(), dInitial.MoveToOuterDisposeScope());
+        var (dq, dk, dv) = DiagonalGradients(q, k, v, dO, forward.Total, backward, lambda, blockSize);
+        var (dqState, dkState, dvState) = StateGradients(k, v, dO,
+            StatesSeen(forward, initialState, lambda, blockSize, q, fromStart: true),
+            StatesSeen(backward, dState, lambda, blockSize, q, fromStart: false), lambda, blockSize);
+        var dInitial = dState is null ? backward.Total
+            : backward.Total + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * dState;
+        return ((dq + dqState).MoveToOuterDisposeScope(), (dk + dkState).MoveToOuterDisposeScope(),
+                (dv + dvState).MoveToOuterDisposeScope(), dInitial.MoveToOuterDisposeScope());
     }
 
     /// <summary>Forward phase 1: block summaries folded into the state entering each block; Total = m.</summary>
@@ -82,33 +81,50 @@ public static class ChunkedLinearAttention
         return new BlockStates(prefixes.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
     }
 
-    /// <summary>Forward phase 2: the output of the shard from a zero initial state [B,H,C,Dv].</summary>
-    public static Tensor IntraOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize)
+    /// <summary>
+    /// Forward phase 2, needing no outer state (LASP-2 runs it while the AllGather is in flight): causal, the
+    /// diagonal blocks (Q_b K_b^T (.) D_L) V_b, masked inside the block; unmasked, Q m. [B,H,C,Dv]
+    /// </summary>
+    public static Tensor DiagonalOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize)
     {
-        if (states.Blocks is null) return q.matmul(states.Total);                            // Alg. 1: O = Q M
+        if (states.Blocks is null) return q.matmul(states.Total);                            // Alg. 1: Q_t M_t
         using var scope = NewDisposeScope();
-        var outputs = new List<Tensor>();
-        long block = 0;
-        foreach (var segment in Segments(q.shape[2], blockSize))
-        {
-            var (qb, kb, vb) = (Blocks(q, segment), Blocks(k, segment), Blocks(v, segment)); // [B,H,n,L,.]
-            var queryDecay = Powers(lambda, Local(segment, q) + 1, blocked: true);           // lambda^(i'+1) [1,H,1,L,1]
-            var entering = states.Blocks.narrow(2, block, segment.Count);                    // S_{b-1} [B,H,n,Dk,Dv]
-            // inter-block: lambda^(i'+1) q_i S_{b-1};  intra-block: (Q_b K_b^T (.) D_L) V_b, diagonal masked
-            var inter = (queryDecay * qb).matmul(entering);
-            var intra = (qb.matmul(kb.transpose(-2, -1)) * DecayMask(lambda, segment, q)).matmul(vb);
-            outputs.Add((inter + intra).flatten(2, 3));                                      // [B,H,n*L,Dv]
-            block += segment.Count;
-        }
+        var outputs = Segments(q, blockSize).Select(segment =>
+            (Blocks(q, segment).matmul(Blocks(k, segment).transpose(-2, -1)) * DecayMask(lambda, segment, q))
+                .matmul(Blocks(v, segment)).flatten(2, 3)).ToList();                         // [B,H,n*L,Dv] each
         return cat(outputs, 2).MoveToOuterDisposeScope();
     }
 
-    /// <summary>The initial state's contribution lambda^(i+1) q_i S_0 [B,H,C,Dv] (Alg. 2 step 4: Q_t P_t).</summary>
-    public static Tensor InitialStateOutput(Tensor q, Tensor initialState, double[] lambda)
+    /// <summary>
+    /// The states each block sees, with an outer state folded in (null = 0). Forward (<paramref name="fromStart"/>):
+    /// S_{b-1} + lambda^(start_b) S_0 [B,H,nb,Dk,Dv]; backward: dS_b + lambda^(C-end_b) dState. Unmasked: the outer
+    /// state itself [B,H,Dk,Dv] (the local one is in the diagonal part).
+    /// </summary>
+    public static Tensor StatesSeen(BlockStates local, Tensor? outer, double[] lambda, int blockSize, Tensor like, bool fromStart)
     {
+        if (local.Blocks is null) return outer ?? zeros_like(local.Total);
+        if (outer is null) return local.Blocks;
         using var scope = NewDisposeScope();
-        var queryDecay = Powers(lambda, arange(1, q.shape[2] + 1, dtype: q.dtype, device: q.device), blocked: false);
-        return (queryDecay * q).matmul(initialState).MoveToOuterDisposeScope();             // [B,H,C,Dv]
+        long n = like.shape[2];
+        var exponents = Segments(like, blockSize)
+            .SelectMany(s => Enumerable.Range(0, (int)s.Count).Select(j => (double)(fromStart ? s.Start + j * s.Length : n - s.Start - (j + 1) * s.Length)))
+            .ToArray();
+        var decay = Powers(lambda, tensor(exponents, dtype: like.dtype, device: like.device), blocked: true);  // [1,H,1,nb,1]
+        return (local.Blocks + decay.transpose(2, 3) * outer.unsqueeze(2)).MoveToOuterDisposeScope();       // [B,H,nb,Dk,Dv]
+    }
+
+    /// <summary>
+    /// Forward phase 3 (Alg. 2 step 4, O_t += Q_t P_t, fused with the in-shard inter-block term): causal,
+    /// lambda^(i'+1) q_i S_seen(b); unmasked, Q S_outer. [B,H,C,Dv]
+    /// </summary>
+    public static Tensor StateOutput(Tensor q, Tensor seen, double[] lambda, int blockSize)
+    {
+        if (seen.dim() == 4) return q.matmul(seen);
+        using var scope = NewDisposeScope();
+        var outputs = Segments(q, blockSize).Select(segment =>
+            (Powers(lambda, Local(segment, q) + 1, blocked: true) * Blocks(q, segment))
+                .matmul(seen.narrow(2, segment.Start / blockSize, segment.Count)).flatten(2, 3)).ToList();
+        return cat(outputs, 2).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -126,43 +142,100 @@ public static class ChunkedLinearAttention
         return new BlockStates(suffixes.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
     }
 
-    /// <summary>Backward phase 2: dQ, dK, dV of the shard with zero initial state and zero dState.</summary>
-    public static (Tensor DQ, Tensor DK, Tensor DV) IntraGradients(Tensor q, Tensor k, Tensor v, Tensor dO,
-        BlockStates forward, BlockStates backward, double[] lambda, int blockSize)
+    /// <summary>
+    /// Backward phase 2, needing no outer state (Alg. 4 step 2, run while the AllGather is in flight): causal,
+    /// the diagonal blocks with A = Q K^T (.) D, dA = dO V^T (.) D: dQ = dA K, dK = dA^T Q, dV = A^T dO;
+    /// unmasked (Alg. 3, local part), dQ = dO m^T, dK = V dm^T, dV = K dm, with m = <paramref name="state"/>
+    /// (the forward Total, used unmasked only).
+    /// </summary>
+    public static (Tensor DQ, Tensor DK, Tensor DV) DiagonalGradients(Tensor q, Tensor k, Tensor v, Tensor dO,
+        Tensor state, BlockStates backward, double[] lambda, int blockSize)
     {
         using var scope = NewDisposeScope();
-        if (forward.Blocks is null || backward.Blocks is null)
-        {
-            // Alg. 3 (local part): dQ = dO M^T, dK = V dM^T, dV = K dM
-            return (dO.matmul(forward.Total.transpose(-2, -1)).MoveToOuterDisposeScope(),
+        if (backward.Blocks is null)
+            return (dO.matmul(state.transpose(-2, -1)).MoveToOuterDisposeScope(),
                     v.matmul(backward.Total.transpose(-2, -1)).MoveToOuterDisposeScope(),
                     k.matmul(backward.Total).MoveToOuterDisposeScope());
-        }
         var (dqs, dks, dvs) = (new List<Tensor>(), new List<Tensor>(), new List<Tensor>());
-        long block = 0;
-        foreach (var segment in Segments(q.shape[2], blockSize))
+        foreach (var segment in Segments(q, blockSize))
         {
             var (qb, kb, vb, dOb) = (Blocks(q, segment), Blocks(k, segment), Blocks(v, segment), Blocks(dO, segment));
-            var local = Local(segment, q);
-            var queryDecay = Powers(lambda, local + 1, blocked: true);                       // [1,H,1,L,1]
-            var keyDecay = Powers(lambda, segment.Length - 1 - local, blocked: true);
             var mask = DecayMask(lambda, segment, q);                                        // [1,H,1,L,L]
-            var entering = forward.Blocks.narrow(2, block, segment.Count);                   // S_{b-1}
-            var leaving = backward.Blocks.narrow(2, block, segment.Count);                   // dS_b from later blocks
-            // Alg. 4 step 2 inside the shard, with A = Q K^T (.) D and dA = dO V^T (.) D
-            var scores = qb.matmul(kb.transpose(-2, -1)) * mask;                             // [B,H,n,L,L]
-            var dScores = dOb.matmul(vb.transpose(-2, -1)) * mask;
-            dqs.Add((queryDecay * dOb.matmul(entering.transpose(-2, -1)) + dScores.matmul(kb)).flatten(2, 3));
-            dks.Add((dScores.transpose(-2, -1).matmul(qb) + keyDecay * vb.matmul(leaving.transpose(-2, -1))).flatten(2, 3));
-            dvs.Add((scores.transpose(-2, -1).matmul(dOb) + keyDecay * kb.matmul(leaving)).flatten(2, 3));
-            block += segment.Count;
+            var scores = qb.matmul(kb.transpose(-2, -1)) * mask;                             // A  [B,H,n,L,L]
+            var dScores = dOb.matmul(vb.transpose(-2, -1)) * mask;                           // dA [B,H,n,L,L]
+            dqs.Add(dScores.matmul(kb).flatten(2, 3));
+            dks.Add(dScores.transpose(-2, -1).matmul(qb).flatten(2, 3));
+            dvs.Add(scores.transpose(-2, -1).matmul(dOb).flatten(2, 3));
         }
         return (cat(dqs, 2).MoveToOuterDisposeScope(), cat(dks, 2).MoveToOuterDisposeScope(), cat(dvs, 2).MoveToOuterDisposeScope());
     }
 
     /// <summary>
-    /// Gradients through the initial state S_0 (prefix P) and from the final-state gradient G (suffix):
-    /// dq_i = lambda^(i+1) do_i P^T, dk_j = lambda^(C-1-j) v_j G^T, dv_j = lambda^(C-1-j) k_j G (Alg. 4 step 4).
+    /// Backward phase 3 (Alg. 4 step 4, fused with the in-shard inter-block terms), from the states each block
+    /// sees (<see cref="StatesSeen"/>: entering S with the prefix P, leaving dS with the suffix G):
+    /// dq_i = lambda^(i'+1) do_i S^T, dk_j = lambda^(L-1-j) v_j dS^T, dv_j = lambda^(L-1-j) k_j dS.
+    /// Unmasked: dQ = dO P^T, dK = V G^T, dV = K G.
+    /// </summary>
+    public static (Tensor DQ, Tensor DK, Tensor DV) StateGradients(Tensor k, Tensor v, Tensor dO, Tensor entering,
+                                                                   Tensor leaving, double[] lambda, int blockSize)
+    {
+        using var scope = NewDisposeScope();
+        if (entering.dim() == 4)
+            return (dO.matmul(entering.transpose(-2, -1)).MoveToOuterDisposeScope(),
+                    v.matmul(leaving.transpose(-2, -1)).MoveToOuterDisposeScope(),
+                    k.matmul(leaving).MoveToOuterDisposeScope());
+        var (dqs, dks, dvs) = (new List<Tensor>(), new List<Tensor>(), new List<Tensor>());
+        foreach (var segment in Segments(k, blockSize))
+        {
+            var (kb, vb, dOb) = (Blocks(k, segment), Blocks(v, segment), Blocks(dO, segment));
+            var local = Local(segment, k);
+            var queryDecay = Powers(lambda, local + 1, blocked: true);                       // [1,H,1,L,1]
+            var keyDecay = Powers(lambda, segment.Length - 1 - local, blocked: true);
+            long first = segment.Start / blockSize;
+            var seenIn = entering.narrow(2, first, segment.Count);                           // S_{b-1} + decayed P
+            var seenOut = leaving.narrow(2, first, segment.Count);                           // dS_b + decayed G
+            dqs.Add((queryDecay * dOb.matmul(seenIn.transpose(-2, -1))).flatten(2, 3));
+            dks.Add((keyDecay * vb.matmul(seenOut.transpose(-2, -1))).flatten(2, 3));
+            dvs.Add((keyDecay * kb.matmul(seenOut)).flatten(2, 3));
+        }
+        return (cat(dqs, 2).MoveToOuterDisposeScope(), cat(dks, 2).MoveToOuterDisposeScope(), cat(dvs, 2).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// The whole shard's output from a zero initial state (diagonal plus in-shard inter-block terms) [B,H,C,Dv],
+    /// for callers that add the outer state's term themselves (<see cref="InitialStateOutput"/>).
+    /// </summary>
+    public static Tensor IntraOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize)
+    {
+        var diagonal = DiagonalOutput(q, k, v, states, lambda, blockSize);
+        return states.Blocks is null ? diagonal : diagonal + StateOutput(q, states.Blocks, lambda, blockSize);
+    }
+
+    /// <summary>The outer state's output term lambda^(i+1) q_i S_0 [B,H,C,Dv] (Alg. 2 step 4: Q_t P_t), as a separate pass.</summary>
+    public static Tensor InitialStateOutput(Tensor q, Tensor initialState, double[] lambda)
+    {
+        using var scope = NewDisposeScope();
+        var queryDecay = Powers(lambda, arange(1, q.shape[2] + 1, dtype: q.dtype, device: q.device), blocked: false);
+        return (queryDecay * q).matmul(initialState).MoveToOuterDisposeScope();             // [B,H,C,Dv]
+    }
+
+    /// <summary>dQ, dK, dV of the shard with zero initial state and zero final-state gradient (diagonal plus in-shard terms).</summary>
+    public static (Tensor DQ, Tensor DK, Tensor DV) IntraGradients(Tensor q, Tensor k, Tensor v, Tensor dO,
+        BlockStates forward, BlockStates backward, double[] lambda, int blockSize)
+    {
+        using var scope = NewDisposeScope();
+        var (dq, dk, dv) = DiagonalGradients(q, k, v, dO, forward.Total, backward, lambda, blockSize);
+        if (forward.Blocks is not null && backward.Blocks is not null)
+        {
+            var (dqState, dkState, dvState) = StateGradients(k, v, dO, forward.Blocks, backward.Blocks, lambda, blockSize);
+            (dq, dk, dv) = (dq + dqState, dk + dkState, dv + dvState);
+        }
+        return (dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(), dv.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// The outer states' gradient terms as a separate pass: dq_i = lambda^(i+1) do_i P^T,
+    /// dk_j = lambda^(C-1-j) v_j G^T, dv_j = lambda^(C-1-j) k_j G (Alg. 4 step 4).
     /// </summary>
     public static (Tensor DQ, Tensor DK, Tensor DV) InitialStateGradients(Tensor k, Tensor v, Tensor dO, Tensor prefix,
                                                                           Tensor suffix, double[] lambda)
@@ -181,7 +254,6 @@ public static class ChunkedLinearAttention
     public static double[] Check(Tensor q, Tensor k, Tensor v, double[]? decay, int blockSize, bool causal)
     {
         var lambda = Guards.LinearAttentionInputs(q, k, v, causal, decay);
-        Guards.AtLeast(q.shape[2], 1, "sequence length of q (dimension 2)");
         Guards.AtLeast(blockSize, 1, nameof(blockSize));
         return lambda;
     }
@@ -194,7 +266,7 @@ public static class ChunkedLinearAttention
     {
         var summaries = new List<Tensor>();
         var gammas = new List<Tensor>();
-        foreach (var segment in Segments(a.shape[2], blockSize))
+        foreach (var segment in Segments(a, blockSize))
         {
             var local = Local(segment, a);
             var weights = Powers(lambda, keySide ? segment.Length - 1 - local : local + 1, blocked: true); // [1,H,1,L,1]
@@ -208,10 +280,21 @@ public static class ChunkedLinearAttention
     /// <summary>Count blocks of Length tokens starting at Start: the full blocks, then the shorter tail.</summary>
     readonly record struct Segment(long Start, long Count, long Length);
 
-    static IEnumerable<Segment> Segments(long n, long blockSize)
+    /// <summary>
+    /// Full blocks are batched in groups of at most ~2^20 elements per temporary ([B,H,n,L,L], [B,H,n,L,D],
+    /// [B,H,n,D,D]): that bounds the working memory and keeps the allocations below the allocator's mmap
+    /// threshold, so they are reused instead of page-faulted in again (at N = 64K one [B,H,nb,L,L] batch was
+    /// 128 MiB and half the CPU time went to the kernel zeroing fresh pages). The grouping does not change
+    /// which block sees what; block indices stay global.
+    /// </summary>
+    static IEnumerable<Segment> Segments(Tensor like, long blockSize)
     {
+        long n = like.shape[2], dim = like.shape[3];
+        long perBlock = like.shape[0] * like.shape[1] * Math.Max(blockSize * blockSize, Math.Max(blockSize, dim) * dim);
+        long group = Math.Max(1, (1L << 20) / perBlock);
         long full = n / blockSize;
-        if (full > 0) yield return new Segment(0, full, blockSize);
+        for (long first = 0; first < full; first += group)
+            yield return new Segment(first * blockSize, Math.Min(group, full - first), blockSize);
         if (n % blockSize != 0) yield return new Segment(full * blockSize, 1, n % blockSize);
     }
 

@@ -12,8 +12,11 @@ namespace Lasp2.Research.Verification;
 public sealed record LayerTimingConfig(int Batch = 1, int Heads = 8, int Seq = 65536, int Dim = 64, int BlockSize = 64,
                                        bool Causal = true, ScalarType Dtype = ScalarType.Float32, int Warmup = 1, int Repeats = 3);
 
-/// <summary>Median and minimum wall time of one layer forward + backward, and the method's overlap (if it reports one).</summary>
-public sealed record LayerTimingResult(string Name, TimeSpan Median, TimeSpan Min, OverlapTotals? Overlap);
+/// <summary>
+/// Median and minimum wall time of one layer forward + backward, the process CPU time per iteration (all threads:
+/// robust when the machine is shared, inflated by spinning threads) and the method's overlap (if it reports one).
+/// </summary>
+public sealed record LayerTimingResult(string Name, TimeSpan Median, TimeSpan Min, TimeSpan CpuPerIteration, OverlapTotals? Overlap);
 
 /// <summary>
 /// Times one attention layer forward + backward (no timing assertions anywhere: this is for `lasp2 bench` and
@@ -32,6 +35,7 @@ public static class LayerTiming
         SequenceLayout.CheckDivisible(config.Seq, worldSize, Layout.Contiguous);
         var options = new AttentionOptions(config.Causal, null, Layout.Contiguous, config.BlockSize);
         var overlap = (method as IOverlapReporting)?.Overlap;
+        var cpu = TimeSpan.Zero;
         var perRank = ProcessGroups.RunInProcess(worldSize, group =>
         {
             var (q, k, v, dO) = Inputs(config, config.Seq / worldSize, seed: group.Rank);
@@ -42,6 +46,7 @@ public static class LayerTiming
                 if (i == config.Warmup)
                 {
                     if (group.Rank == 0) overlap?.Reset();   // warm-up done on every rank: count the timed repeats only
+                    if (group.Rank == 0) cpu = -ProcessCpu();
                     group.Barrier();
                 }
                 var watch = Stopwatch.StartNew();
@@ -52,10 +57,12 @@ public static class LayerTiming
                 }
                 if (i >= config.Warmup) times.Add(watch.Elapsed);
             }
+            group.Barrier();
+            if (group.Rank == 0) cpu += ProcessCpu();
             return times;
         }, threadsPerRank: threadsPerRank);
         var slowest = Enumerable.Range(0, config.Repeats).Select(i => perRank.Max(t => t[i])).ToList();
-        return Summarize($"{method.Name} W={worldSize} in-process ({threadsPerRank} thread(s)/rank)", slowest, overlap?.All);
+        return Summarize($"{method.Name} W={worldSize} in-process ({threadsPerRank} thread(s)/rank)", slowest, cpu / config.Repeats, overlap?.All);
     }
 
     /// <summary>
@@ -68,8 +75,10 @@ public static class LayerTiming
         {
             var (q, k, v, dO) = Inputs(config, config.Seq, seed: 0);
             var times = new List<TimeSpan>();
+            var cpu = TimeSpan.Zero;
             for (int i = 0; i < config.Warmup + config.Repeats; i++)
             {
+                if (i == config.Warmup) cpu = -ProcessCpu();
                 var watch = Stopwatch.StartNew();
                 using (var scope = NewDisposeScope())
                 {
@@ -78,9 +87,9 @@ public static class LayerTiming
                 }
                 if (i >= config.Warmup) times.Add(watch.Elapsed);
             }
-            return times;
+            return (Times: times, Cpu: cpu + ProcessCpu());
         }, threadsPerRank: threads)[0];
-        return Summarize($"chunked kernel, single device ({threads} thread(s))", times, null);
+        return Summarize($"chunked kernel, single device ({threads} thread(s))", times.Times, times.Cpu / config.Repeats, null);
     }
 
     static (Tensor Q, Tensor K, Tensor V, Tensor DO) Inputs(LayerTimingConfig c, long length, int seed)
@@ -90,9 +99,15 @@ public static class LayerTiming
         return (Random(), Random(), Random(), Random());
     }
 
-    static LayerTimingResult Summarize(string name, List<TimeSpan> times, OverlapTotals? overlap)
+    static LayerTimingResult Summarize(string name, List<TimeSpan> times, TimeSpan cpuPerIteration, OverlapTotals? overlap)
     {
         var sorted = times.Order().ToList();
-        return new LayerTimingResult(name, sorted[sorted.Count / 2], sorted[0], overlap);
+        return new LayerTimingResult(name, sorted[sorted.Count / 2], sorted[0], cpuPerIteration, overlap);
+    }
+
+    static TimeSpan ProcessCpu()
+    {
+        using var process = Process.GetCurrentProcess();
+        return process.TotalProcessorTime;
     }
 }
