@@ -131,8 +131,9 @@ public class NotebookTests(ITestOutputHelper log)
             : $"[{(string?)output["name"]}] {Text(output["text"])}";
         body = Regex.Replace(body, "lasp2[-_][0-9a-f]{16}", "lasp2-id");
         body = Regex.Replace(body, @"\d+(\.\d+)?([eE][-+]?\d+)?", "#");
-        // Text tables (Spectre, CommReport) pad columns to their widest number: widths follow the numbers.
-        body = Regex.Replace(body, @"[ \t]+", " ");
+        // Text tables (Spectre, CommReport) pad columns to their widest number, and a table's title wraps at
+        // the table's width: widths and wrap points follow the numbers, so all white space is dropped.
+        body = Regex.Replace(body, @"\s+", "");
         body = Regex.Replace(body, "[─━═-]+", "─");
         return $"{kind} {body}";
     }

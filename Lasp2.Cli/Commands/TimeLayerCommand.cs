@@ -51,7 +51,7 @@ public sealed class TimeLayerCommand : Command<TimeLayerCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
-        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 150); // logs: no wrapping
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 240); // logs: no wrapping
         var config = new LayerTimingConfig(1, s.Heads, s.Seq, s.Dim, s.Block, s.Mask == "causal", VerifyCommand.ParseDtype(s.Dtype),
                                            Warmup: 1, Repeats: s.Repeats);
         int cores = Environment.ProcessorCount;

@@ -86,7 +86,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        if (Console.IsOutputRedirected || ProcessGroups.LaunchedByMpi) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 150); // logs: no wrapping
+        if (Console.IsOutputRedirected || ProcessGroups.LaunchedByMpi) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 240); // logs: no wrapping
         if (settings.Backend == "inproc") return Run(settings, null);
         // One rank of an MPI job: an exception on any rank aborts the whole job (non-zero exit everywhere).
         return ProcessGroups.RunMpi(group =>
