@@ -63,6 +63,9 @@ sealed record Lasp2Call(IProcessGroup Group, AttentionOptions Options, double[] 
     public Tensor[] Pieces(Tensor x) =>
         PiecesPerRank == 1 ? [x] : [x.narrow(2, 0, x.shape[2] / 2), x.narrow(2, x.shape[2] / 2, x.shape[2] / 2)];
 
+    /// <summary>The inverse of <see cref="Pieces"/>: one piece is returned as is (no copy), two are concatenated.</summary>
+    public static Tensor Join(IList<Tensor> pieces) => pieces.Count == 1 ? pieces[0] : cat(pieces, 2);
+
     /// <summary>
     /// From every rank's pieces [W,P,B,H,Dk,Dv] and decays [W,P,1,H,1,1], this rank's folded state per piece
     /// [P,B,H,Dk,Dv]: causal forward, the exclusive prefix P; causal backward, the exclusive suffix G; unmasked,
@@ -129,8 +132,8 @@ sealed class Lasp2Function : autograd.SingleTensorFunction<Lasp2Function>
         var seen = Enumerable.Range(0, pieces)
             .Select(p => Kernel.StatesSeen(states[p], prefixes[p], lambda, block, qs[p], fromStart: true)).ToArray();
         // Alg. 2 step 4: O_t = O_intra + Q_t P_t, the inter-block terms of O_intra fused with Q_t P_t
-        var output = cat(Enumerable.Range(0, pieces)
-            .Select(p => diagonal[p] + Kernel.StateOutput(qs[p], seen[p], lambda, block)).ToList(), 2); // [B,H,C,Dv]
+        var output = Lasp2Call.Join(Enumerable.Range(0, pieces)
+            .Select(p => Kernel.StateOutput(qs[p], seen[p], lambda, block, addTo: diagonal[p])).ToList()); // [B,H,C,Dv]
 
         // Alg. 2 step 4: cache P_t (inside the states seen), the summaries and the gammas for backward
         var saved = new List<Tensor> { q, k, v, allGammas.contiguous() };
@@ -164,17 +167,16 @@ sealed class Lasp2Function : autograd.SingleTensorFunction<Lasp2Function>
         var gathered = call.Wait(handle, watch, "backward");                                // [W,P,B,H,Dk,Dv]
         // Alg. 4 step 3: G_t = sum_{u>t} dM_u (decayed, per piece in global order; unmasked: every other piece)
         var suffixes = call.Fold(gathered, gammas, backward: true);                          // [P,B,H,Dk,Dv]
-        var (dq, dk, dv) = (new List<Tensor>(), new List<Tensor>(), new List<Tensor>());
         for (int p = 0; p < pieces; p++)
         {
             // Each block b leaves dS_b + lambda^(C_p-end_b) G_p (unmasked: G_p)
             var leaving = Kernel.StatesSeen(backwardStates[p], suffixes[p], lambda, block, qs[p], fromStart: false);
             // Alg. 4 step 4: dQ_t += dO_t P_t^T, dK_t += V_t G_t^T, dV_t += K_t G_t, fused with the inter-block terms
-            var (dqState, dkState, dvState) = Kernel.StateGradients(ks[p], vs[p], dOs[p], seen[p], leaving, lambda, block);
-            dq.Add(diagonal[p].DQ + dqState);
-            dk.Add(diagonal[p].DK + dkState);
-            dv.Add(diagonal[p].DV + dvState);
+            // (added in place into the diagonal gradients)
+            Kernel.StateGradients(ks[p], vs[p], dOs[p], seen[p], leaving, lambda, block, addTo: diagonal[p]);
         }
-        return [cat(dq, 2).MoveToOuterDisposeScope(), cat(dk, 2).MoveToOuterDisposeScope(), cat(dv, 2).MoveToOuterDisposeScope(), null!];
+        return [Lasp2Call.Join(diagonal.Select(d => d.DQ).ToList()).MoveToOuterDisposeScope(),
+                Lasp2Call.Join(diagonal.Select(d => d.DK).ToList()).MoveToOuterDisposeScope(),
+                Lasp2Call.Join(diagonal.Select(d => d.DV).ToList()).MoveToOuterDisposeScope(), null!];
     }
 }

@@ -41,7 +41,7 @@ public static class ChunkedLinearAttention
         using var scope = NewDisposeScope();
         var states = ForwardStates(k, v, lambda, blockSize, causal);
         var seen = StatesSeen(states, initialState, lambda, blockSize, q, fromStart: true);
-        var output = DiagonalOutput(q, k, v, states, lambda, blockSize) + StateOutput(q, seen, lambda, blockSize);
+        var output = StateOutput(q, seen, lambda, blockSize, addTo: DiagonalOutput(q, k, v, states, lambda, blockSize));
         var state = initialState is null ? states.Total
             : states.Total + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * initialState;
         return (output.MoveToOuterDisposeScope(), state.MoveToOuterDisposeScope());
@@ -59,14 +59,14 @@ public static class ChunkedLinearAttention
         using var scope = NewDisposeScope();
         var forward = ForwardStates(k, v, lambda, blockSize, causal);
         var backward = BackwardStates(q, dO, lambda, blockSize, causal);
-        var (dq, dk, dv) = DiagonalGradients(q, k, v, dO, forward.Total, backward, lambda, blockSize);
-        var (dqState, dkState, dvState) = StateGradients(k, v, dO,
+        var (dq, dk, dv) = StateGradients(k, v, dO,
             StatesSeen(forward, initialState, lambda, blockSize, q, fromStart: true),
-            StatesSeen(backward, dState, lambda, blockSize, q, fromStart: false), lambda, blockSize);
+            StatesSeen(backward, dState, lambda, blockSize, q, fromStart: false), lambda, blockSize,
+            addTo: DiagonalGradients(q, k, v, dO, forward.Total, backward, lambda, blockSize));
         var dInitial = dState is null ? backward.Total
             : backward.Total + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * dState;
-        return ((dq + dqState).MoveToOuterDisposeScope(), (dk + dkState).MoveToOuterDisposeScope(),
-                (dv + dvState).MoveToOuterDisposeScope(), dInitial.MoveToOuterDisposeScope());
+        return (dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(),
+                dv.MoveToOuterDisposeScope(), dInitial.MoveToOuterDisposeScope());
     }
 
     /// <summary>Forward phase 1: block summaries folded into the state entering each block; Total = m.</summary>
@@ -84,15 +84,20 @@ public static class ChunkedLinearAttention
     /// <summary>
     /// Forward phase 2, needing no outer state (LASP-2 runs it while the AllGather is in flight): causal, the
     /// diagonal blocks (Q_b K_b^T (.) D_L) V_b, masked inside the block; unmasked, Q m. [B,H,C,Dv]
+    /// Each batch of blocks is written into the output as it is computed; its temporaries are freed at once.
     /// </summary>
     public static Tensor DiagonalOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize)
     {
         if (states.Blocks is null) return q.matmul(states.Total);                            // Alg. 1: Q_t M_t
-        using var scope = NewDisposeScope();
-        var outputs = Segments(q, blockSize).Select(segment =>
-            (Blocks(q, segment).matmul(Blocks(k, segment).transpose(-2, -1)) * DecayMask(lambda, segment, q))
-                .matmul(Blocks(v, segment)).flatten(2, 3)).ToList();                         // [B,H,n*L,Dv] each
-        return cat(outputs, 2).MoveToOuterDisposeScope();
+        var output = empty(q.shape[0], q.shape[1], q.shape[2], v.shape[3], dtype: q.dtype, device: q.device);
+        foreach (var segment in Segments(q, blockSize))
+        {
+            using var scope = NewDisposeScope();
+            // O_b = (Q_b K_b^T (.) D_L) V_b
+            var scores = Blocks(q, segment).matmul(Blocks(k, segment).transpose(-2, -1)).mul_(DecayMask(lambda, segment, q)); // [B,H,n,L,L]
+            Blocks(output, segment).copy_(scores.matmul(Blocks(v, segment)));               // [B,H,n,L,Dv]
+        }
+        return output;
     }
 
     /// <summary>
@@ -115,16 +120,26 @@ public static class ChunkedLinearAttention
 
     /// <summary>
     /// Forward phase 3 (Alg. 2 step 4, O_t += Q_t P_t, fused with the in-shard inter-block term): causal,
-    /// lambda^(i'+1) q_i S_seen(b); unmasked, Q S_outer. [B,H,C,Dv]
+    /// lambda^(i'+1) q_i S_seen(b); unmasked, Q S_outer. [B,H,C,Dv], added in place into <paramref name="addTo"/>
+    /// when given (e.g. the <see cref="DiagonalOutput"/>, which is then returned) so no second output is allocated.
     /// </summary>
-    public static Tensor StateOutput(Tensor q, Tensor seen, double[] lambda, int blockSize)
+    public static Tensor StateOutput(Tensor q, Tensor seen, double[] lambda, int blockSize, Tensor? addTo = null)
     {
-        if (seen.dim() == 4) return q.matmul(seen);
-        using var scope = NewDisposeScope();
-        var outputs = Segments(q, blockSize).Select(segment =>
-            (Powers(lambda, Local(segment, q) + 1, blocked: true) * Blocks(q, segment))
-                .matmul(seen.narrow(2, segment.Start / blockSize, segment.Count)).flatten(2, 3)).ToList();
-        return cat(outputs, 2).MoveToOuterDisposeScope();
+        var output = addTo ?? zeros(q.shape[0], q.shape[1], q.shape[2], seen.shape[^1], dtype: q.dtype, device: q.device);
+        if (seen.dim() == 4)
+        {
+            using var unmasked = NewDisposeScope();
+            return output.add_(q.matmul(seen));                                              // O += Q S_outer
+        }
+        foreach (var segment in Segments(q, blockSize))
+        {
+            using var scope = NewDisposeScope();
+            // o_i += lambda^(i'+1) q_i S_seen(b)
+            var queryDecay = Powers(lambda, Local(segment, q) + 1, blocked: true);           // [1,H,1,L,1]
+            var seenIn = seen.narrow(2, segment.Start / blockSize, segment.Count);           // [B,H,n,Dk,Dv]
+            Blocks(output, segment).add_((queryDecay * Blocks(q, segment)).matmul(seenIn)); // [B,H,n,L,Dv]
+        }
+        return output;
     }
 
     /// <summary>
@@ -146,47 +161,57 @@ public static class ChunkedLinearAttention
     /// Backward phase 2, needing no outer state (Alg. 4 step 2, run while the AllGather is in flight): causal,
     /// the diagonal blocks with A = Q K^T (.) D, dA = dO V^T (.) D: dQ = dA K, dK = dA^T Q, dV = A^T dO;
     /// unmasked (Alg. 3, local part), dQ = dO m^T, dK = V dm^T, dV = K dm, with m = <paramref name="state"/>
-    /// (the forward Total, used unmasked only).
+    /// (the forward Total, used unmasked only). Each batch of blocks is written into the preallocated gradients
+    /// as it is computed and its temporaries are freed at once: the peak is the three results plus one batch.
     /// </summary>
     public static (Tensor DQ, Tensor DK, Tensor DV) DiagonalGradients(Tensor q, Tensor k, Tensor v, Tensor dO,
         Tensor state, BlockStates backward, double[] lambda, int blockSize)
     {
-        using var scope = NewDisposeScope();
         if (backward.Blocks is null)
+        {
+            using var unmasked = NewDisposeScope();
             return (dO.matmul(state.transpose(-2, -1)).MoveToOuterDisposeScope(),
                     v.matmul(backward.Total.transpose(-2, -1)).MoveToOuterDisposeScope(),
                     k.matmul(backward.Total).MoveToOuterDisposeScope());
-        var (dqs, dks, dvs) = (new List<Tensor>(), new List<Tensor>(), new List<Tensor>());
+        }
+        var (dq, dk, dv) = (empty_like(q), empty_like(k), empty_like(v));
         foreach (var segment in Segments(q, blockSize))
         {
+            using var scope = NewDisposeScope();
             var (qb, kb, vb, dOb) = (Blocks(q, segment), Blocks(k, segment), Blocks(v, segment), Blocks(dO, segment));
             var mask = DecayMask(lambda, segment, q);                                        // [1,H,1,L,L]
-            var scores = qb.matmul(kb.transpose(-2, -1)) * mask;                             // A  [B,H,n,L,L]
-            var dScores = dOb.matmul(vb.transpose(-2, -1)) * mask;                           // dA [B,H,n,L,L]
-            dqs.Add(dScores.matmul(kb).flatten(2, 3));
-            dks.Add(dScores.transpose(-2, -1).matmul(qb).flatten(2, 3));
-            dvs.Add(scores.transpose(-2, -1).matmul(dOb).flatten(2, 3));
+            var scores = qb.matmul(kb.transpose(-2, -1)).mul_(mask);                         // A  [B,H,n,L,L]
+            var dScores = dOb.matmul(vb.transpose(-2, -1)).mul_(mask);                       // dA [B,H,n,L,L]
+            // dQ_b = dA K_b, dK_b = dA^T Q_b, dV_b = A^T dO_b
+            Blocks(dq, segment).copy_(dScores.matmul(kb));                                   // [B,H,n,L,Dk]
+            Blocks(dk, segment).copy_(dScores.transpose(-2, -1).matmul(qb));                 // [B,H,n,L,Dk]
+            Blocks(dv, segment).copy_(scores.transpose(-2, -1).matmul(dOb));                 // [B,H,n,L,Dv]
         }
-        return (cat(dqs, 2).MoveToOuterDisposeScope(), cat(dks, 2).MoveToOuterDisposeScope(), cat(dvs, 2).MoveToOuterDisposeScope());
+        return (dq, dk, dv);
     }
 
     /// <summary>
     /// Backward phase 3 (Alg. 4 step 4, fused with the in-shard inter-block terms), from the states each block
     /// sees (<see cref="StatesSeen"/>: entering S with the prefix P, leaving dS with the suffix G):
     /// dq_i = lambda^(i'+1) do_i S^T, dk_j = lambda^(L-1-j) v_j dS^T, dv_j = lambda^(L-1-j) k_j dS.
-    /// Unmasked: dQ = dO P^T, dK = V G^T, dV = K G.
+    /// Unmasked: dQ = dO P^T, dK = V G^T, dV = K G. Added in place into <paramref name="addTo"/> when given (e.g. the
+    /// <see cref="DiagonalGradients"/>, which are then returned), batch by batch, so no second set is allocated.
     /// </summary>
     public static (Tensor DQ, Tensor DK, Tensor DV) StateGradients(Tensor k, Tensor v, Tensor dO, Tensor entering,
-                                                                   Tensor leaving, double[] lambda, int blockSize)
+        Tensor leaving, double[] lambda, int blockSize, (Tensor DQ, Tensor DK, Tensor DV)? addTo = null)
     {
-        using var scope = NewDisposeScope();
+        var (dq, dk, dv) = addTo ?? (zeros_like(k), zeros_like(k), zeros_like(v));              // dQ, dK [B,H,C,Dk], dV [B,H,C,Dv]
         if (entering.dim() == 4)
-            return (dO.matmul(entering.transpose(-2, -1)).MoveToOuterDisposeScope(),
-                    v.matmul(leaving.transpose(-2, -1)).MoveToOuterDisposeScope(),
-                    k.matmul(leaving).MoveToOuterDisposeScope());
-        var (dqs, dks, dvs) = (new List<Tensor>(), new List<Tensor>(), new List<Tensor>());
+        {
+            using var unmasked = NewDisposeScope();
+            dq.add_(dO.matmul(entering.transpose(-2, -1)));                                  // dQ += dO P^T
+            dk.add_(v.matmul(leaving.transpose(-2, -1)));                                    // dK += V G^T
+            dv.add_(k.matmul(leaving));                                                      // dV += K G
+            return (dq, dk, dv);
+        }
         foreach (var segment in Segments(k, blockSize))
         {
+            using var scope = NewDisposeScope();
             var (kb, vb, dOb) = (Blocks(k, segment), Blocks(v, segment), Blocks(dO, segment));
             var local = Local(segment, k);
             var queryDecay = Powers(lambda, local + 1, blocked: true);                       // [1,H,1,L,1]
@@ -194,11 +219,11 @@ public static class ChunkedLinearAttention
             long first = segment.Start / blockSize;
             var seenIn = entering.narrow(2, first, segment.Count);                           // S_{b-1} + decayed P
             var seenOut = leaving.narrow(2, first, segment.Count);                           // dS_b + decayed G
-            dqs.Add((queryDecay * dOb.matmul(seenIn.transpose(-2, -1))).flatten(2, 3));
-            dks.Add((keyDecay * vb.matmul(seenOut.transpose(-2, -1))).flatten(2, 3));
-            dvs.Add((keyDecay * kb.matmul(seenOut)).flatten(2, 3));
+            Blocks(dq, segment).add_(queryDecay * dOb.matmul(seenIn.transpose(-2, -1)));    // [B,H,n,L,Dk]
+            Blocks(dk, segment).add_(keyDecay * vb.matmul(seenOut.transpose(-2, -1)));      // [B,H,n,L,Dk]
+            Blocks(dv, segment).add_(keyDecay * kb.matmul(seenOut));                        // [B,H,n,L,Dv]
         }
-        return (cat(dqs, 2).MoveToOuterDisposeScope(), cat(dks, 2).MoveToOuterDisposeScope(), cat(dvs, 2).MoveToOuterDisposeScope());
+        return (dq, dk, dv);
     }
 
     /// <summary>
@@ -208,7 +233,7 @@ public static class ChunkedLinearAttention
     public static Tensor IntraOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize)
     {
         var diagonal = DiagonalOutput(q, k, v, states, lambda, blockSize);
-        return states.Blocks is null ? diagonal : diagonal + StateOutput(q, states.Blocks, lambda, blockSize);
+        return states.Blocks is null ? diagonal : StateOutput(q, states.Blocks, lambda, blockSize, addTo: diagonal);
     }
 
     /// <summary>The outer state's output term lambda^(i+1) q_i S_0 [B,H,C,Dv] (Alg. 2 step 4: Q_t P_t), as a separate pass.</summary>
@@ -223,14 +248,9 @@ public static class ChunkedLinearAttention
     public static (Tensor DQ, Tensor DK, Tensor DV) IntraGradients(Tensor q, Tensor k, Tensor v, Tensor dO,
         BlockStates forward, BlockStates backward, double[] lambda, int blockSize)
     {
-        using var scope = NewDisposeScope();
-        var (dq, dk, dv) = DiagonalGradients(q, k, v, dO, forward.Total, backward, lambda, blockSize);
-        if (forward.Blocks is not null && backward.Blocks is not null)
-        {
-            var (dqState, dkState, dvState) = StateGradients(k, v, dO, forward.Blocks, backward.Blocks, lambda, blockSize);
-            (dq, dk, dv) = (dq + dqState, dk + dkState, dv + dvState);
-        }
-        return (dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(), dv.MoveToOuterDisposeScope());
+        var diagonal = DiagonalGradients(q, k, v, dO, forward.Total, backward, lambda, blockSize);
+        return forward.Blocks is null || backward.Blocks is null ? diagonal
+            : StateGradients(k, v, dO, forward.Blocks, backward.Blocks, lambda, blockSize, addTo: diagonal);
     }
 
     /// <summary>
