@@ -61,9 +61,9 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
         {
             int piece = chain.Pieces[slot];
             var (qp, kp, vp) = (chain.Slot(q, slot), chain.Slot(k, slot), chain.Slot(v, slot));
-            // While P_p is in flight: m_p and the intra output (LASP-1: compute overlaps the wait)
+            // While P_p is in flight: m_p and the diagonal blocks' output (LASP-1: compute overlaps the wait)
             var states = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true);
-            var intra = ChunkedLinearAttention.IntraOutput(qp, kp, vp, states, chain.Decay, chain.BlockSize); // [B,H,L,Dv]
+            var diagonal = ChunkedLinearAttention.DiagonalOutput(qp, kp, vp, states, chain.Decay, chain.BlockSize); // [B,H,L,Dv]
             var prefix = piece == 0 ? zeros_like(states.Total)
                 : owners[piece - 1] == group.Rank ? carried!
                 : group.Recv(states.Total.shape, q.dtype, owners[piece - 1]);            // P_p [B,H,Dk,Dv]
@@ -74,8 +74,9 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
                 if (owners[piece + 1] == group.Rank) carried = next;
                 else group.Send(next, owners[piece + 1]);
             }
-            // o_i = lambda^(i+1) q_i P_p + intra
-            outputs[slot] = intra + ChunkedLinearAttention.InitialStateOutput(qp, prefix, chain.Decay);
+            // o_i = lambda^(i'+1) q_i (S_{b-1} + lambda^(start_b) P_p) + diagonal: the same fused pass as LASP-2
+            var seen = ChunkedLinearAttention.StatesSeen(states, prefix, chain.Decay, chain.BlockSize, qp, fromStart: true);
+            outputs[slot] = ChunkedLinearAttention.StateOutput(qp, seen, chain.Decay, chain.BlockSize, addTo: diagonal);
             prefixes[slot] = prefix;
         }
         return (cat(outputs, 2), prefixes);
@@ -91,10 +92,10 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
         {
             int piece = chain.Pieces[slot];
             var (qp, kp, vp, dOp) = (chain.Slot(q, slot), chain.Slot(k, slot), chain.Slot(v, slot), chain.Slot(dO, slot));
-            // While G_p is in flight: dm_p and the intra gradients
+            // While G_p is in flight: dm_p and the diagonal blocks' gradients
             var forward = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true);
             var backward = ChunkedLinearAttention.BackwardStates(qp, dOp, chain.Decay, chain.BlockSize, causal: true);
-            var (dq, dk, dv) = ChunkedLinearAttention.IntraGradients(qp, kp, vp, dOp, forward, backward, chain.Decay, chain.BlockSize);
+            var diagonal = ChunkedLinearAttention.DiagonalGradients(qp, kp, vp, dOp, forward.Total, backward, chain.Decay, chain.BlockSize);
             var suffix = piece == owners.Length - 1 ? zeros_like(backward.Total)
                 : owners[piece + 1] == group.Rank ? carried!
                 : group.Recv(backward.Total.shape, q.dtype, owners[piece + 1]);          // G_p [B,H,Dk,Dv]
@@ -105,9 +106,12 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
                 if (owners[piece - 1] == group.Rank) carried = previous;
                 else group.Send(previous, owners[piece - 1]);
             }
-            // dq_i += lambda^(i+1) do_i P_p^T;  dk_j += lambda^(L-1-j) v_j G_p^T;  dv_j += lambda^(L-1-j) k_j G_p
-            var (dqState, dkState, dvState) = ChunkedLinearAttention.InitialStateGradients(kp, vp, dOp, prefixes[slot], suffix, chain.Decay);
-            (dqs[slot], dks[slot], dvs[slot]) = (dq + dqState, dk + dkState, dv + dvState);
+            // dq_i += lambda^(i+1) do_i P_p^T;  dk_j += lambda^(L-1-j) v_j G_p^T;  dv_j += lambda^(L-1-j) k_j G_p,
+            // fused with the in-piece inter-block terms (the same pass as LASP-2)
+            var entering = ChunkedLinearAttention.StatesSeen(forward, prefixes[slot], chain.Decay, chain.BlockSize, qp, fromStart: true);
+            var leaving = ChunkedLinearAttention.StatesSeen(backward, suffix, chain.Decay, chain.BlockSize, qp, fromStart: false);
+            (dqs[slot], dks[slot], dvs[slot]) = ChunkedLinearAttention.StateGradients(kp, vp, dOp, entering, leaving,
+                chain.Decay, chain.BlockSize, addTo: diagonal);
         }
         return (cat(dqs, 2), cat(dks, 2), cat(dvs, 2));
     }

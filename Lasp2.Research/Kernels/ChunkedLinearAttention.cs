@@ -236,7 +236,10 @@ public static class ChunkedLinearAttention
         return states.Blocks is null ? diagonal : StateOutput(q, states.Blocks, lambda, blockSize, addTo: diagonal);
     }
 
-    /// <summary>The outer state's output term lambda^(i+1) q_i S_0 [B,H,C,Dv] (Alg. 2 step 4: Q_t P_t), as a separate pass.</summary>
+    /// <summary>
+    /// The outer state's output term lambda^(i+1) q_i S_0 [B,H,C,Dv] (Alg. 2 step 4: Q_t P_t) as a separate pass: the
+    /// equation as written, used where it is taught step by step (notebooks); the methods use the fused StateOutput.
+    /// </summary>
     public static Tensor InitialStateOutput(Tensor q, Tensor initialState, double[] lambda)
     {
         using var scope = NewDisposeScope();
