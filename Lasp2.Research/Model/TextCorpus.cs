@@ -109,13 +109,16 @@ public sealed class TextCorpus
         return documents;
     }
 
-    /// <summary>Tokenizes <paramref name="documents"/>, derives a vocabulary of <paramref name="vocabSize"/> from the training split, packs both splits.</summary>
-    public static TextCorpus Build(IReadOnlyList<string> documents, int vocabSize)
+    /// <summary>
+    /// Tokenizes <paramref name="documents"/>, derives a vocabulary of <paramref name="vocabSize"/> from the training split
+    /// (or uses <paramref name="vocabulary"/>, e.g. a checkpoint's), packs both splits.
+    /// </summary>
+    public static TextCorpus Build(IReadOnlyList<string> documents, int vocabSize, Vocabulary? vocabulary = null)
     {
         var tokenizer = Gpt2();
         var encoded = documents.AsParallel().AsOrdered().Select(d => tokenizer.EncodeToIds(d)).ToList();
         bool HeldOut(int i) => i % HeldOutEvery == 0;
-        var vocabulary = Vocabulary.MostFrequent(encoded.Where((_, i) => !HeldOut(i)), vocabSize);
+        vocabulary ??= Vocabulary.MostFrequent(encoded.Where((_, i) => !HeldOut(i)), vocabSize);
         (long[], long[]) Pack(bool heldOut)
         {
             var tokens = new List<long>();
