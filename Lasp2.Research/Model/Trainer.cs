@@ -134,7 +134,7 @@ public sealed class Trainer : IDisposable
     {
         var total = lossSum.detach().reshape(1);
         if (world is not null) total = world.AllReduce(total);
-        return total.item<double>() / count.item<double>();
+        return total.ToDouble() / count.ToDouble();
     }
 
     /// <summary>Sums <paramref name="gradients"/> over <paramref name="group"/> in one collective on a flat buffer.</summary>
@@ -155,7 +155,7 @@ public sealed class Trainer : IDisposable
     static double ClipInPlace(IReadOnlyList<Tensor> gradients, double clipNorm)
     {
         using var scope = NewDisposeScope();
-        double norm = stack(gradients.Select(g => g.square().sum()).ToList()).sum().sqrt().item<double>();
+        double norm = stack(gradients.Select(g => g.square().sum()).ToList()).sum().sqrt().ToDouble();
         double coefficient = clipNorm / (norm + 1e-6);
         if (coefficient < 1)
         {
