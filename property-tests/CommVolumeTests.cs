@@ -11,7 +11,7 @@ namespace Lasp2.PropertyTests;
 
 /// <summary>
 /// Measured communication equals the analytic model (<see cref="CommModel"/>, the comparison table of
-/// algorithms.md made exact) for every method, rank and direction: the calls of every kind, the bytes
+/// docs/algorithms.md, "Communication", made exact) for every method, rank and direction: the calls of every kind, the bytes
 /// sent and received (exact integers, the backend's ring accounting), and no other kind. The sequential
 /// steps are checked from the measured calls: a collective is one step; LASP-1's chain has one hop per
 /// Send (summed over ranks); the ring's forward has one step per SendRecv, and its backward W rounds (a

@@ -11,7 +11,7 @@ using static TorchSharp.torch;
 namespace Lasp2.PropertyTests;
 
 /// <summary>
-/// Regression properties for the traps of the public implementation (algorithms.md, "Traps"), each phrased
+/// Regression properties for the traps of the public implementation (docs/algorithms.md, "Traps of the public implementation"), each phrased
 /// so that the trap would fail it: a token that does not see itself, a future token leaking (also inside
 /// the diagonal block), an unmasked kernel that is not the full sum, a rank-ordered prefix on zigzag shards,
 /// tail blocks left uninitialised, blocking collectives. Plus the bad-input and unequal-shard contracts.

@@ -44,7 +44,7 @@ public sealed record CommPrediction(string Method, int Rank, DirectionPrediction
 /// The analytic communication model of every registered method: per rank and per direction, calls and
 /// bytes sent / received under the backends' ring accounting (<see cref="CommVolume"/>: AllGather and
 /// ReduceScatter move (W-1) blocks each way, AllToAll (W-1)/W of its input, a SendRecv its tensor each
-/// way, nothing at W = 1), and the sequential steps. It is the comparison table of algorithms.md made
+/// way, nothing at W = 1), and the sequential steps. It is the communication table of docs/algorithms.md made
 /// exact (S = B H Dk Dv e; a KV block = B Hkv C (Dk + Dv) e):
 /// <list type="bullet">
 /// <item>lasp2: one AllGather of P states per rank per direction (P = 1 contiguous, 2 zigzag pieces), the forward one with each

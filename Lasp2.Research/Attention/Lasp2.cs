@@ -10,8 +10,8 @@ namespace Lasp2.Research.Attention;
 /// <summary>
 /// LASP-2 for linear attention layers (Sun et al., arXiv 2502.07563): Alg. 1 (forward, no mask),
 /// Alg. 2 (forward, causal), Alg. 3 (backward, no mask), Alg. 4 (backward, causal), plus the scalar
-/// per-head decay derived in algorithms.md and the zigzag layout. "Alg. 2 step 3" in the comments refers to
-/// the numbered steps of the restatement in docs/algorithms.md ("LASP-2 with causal mask").
+/// per-head decay and the zigzag layout of docs/algorithms.md. "Alg. 2 step 3" in the comments is step 3 of
+/// "LASP-2 forward" there, "Alg. 4 step 1" step 1 of "LASP-2 backward" (Alg. 1 and 3, without a mask, share them).
 ///
 /// Communication per layer per iteration, per rank: exactly one AllGather in forward (this rank's
 /// state summary m_t [B,H,Dk,Dv] per piece, beside its H decays gamma = lambda^length) and one in

@@ -8,7 +8,7 @@ namespace Lasp2.Research.Attention;
 /// The (gamma, m) fold shared by every state-passing method (LASP-2, LASP-1, the chunked kernel's
 /// blocks): an associative scan over pairs (gamma_u, m_u) with
 /// (gamma_a, m_a) o (gamma_b, m_b) = (gamma_b gamma_a, gamma_b m_a + m_b)
-/// (algorithms.md, "LASP-2 with scalar decay"). m_u is the zero-start state summary of element u
+/// (docs/algorithms.md, "The (gamma, m) scan"). m_u is the zero-start state summary of element u
 /// (a block, a rank's shard or a zigzag piece) and gamma_u the decay across it (lambda^length).
 /// Forward uses the exclusive prefix, backward the exclusive suffix of the gradients.
 /// </summary>
