@@ -89,7 +89,7 @@ public class Lasp2TrapTests
             var starts = Enumerable.Range(0, worldSize)
                 .SelectMany(rank => SequenceLayout.Pieces(n, worldSize, rank, Layout.Zigzag).Select(p => (double)p.Start)).ToArray();
             using var gathered = tensor(starts, dtype: float64).view(worldSize, 2, 1);           // [W, P, 1] rank order
-            using var ordered = StatePrefix.ToSequenceOrder(gathered, Layout.Zigzag);
+            using var ordered = SequenceLayout.ToSequenceOrder(gathered, Layout.Zigzag);
             Assert.Equal(Enumerable.Range(0, 2 * worldSize).Select(i => (double)(i * piece)), ordered.data<double>().ToArray());
         });
 

@@ -127,7 +127,7 @@ public static class CommModel
     /// </summary>
     static (long Sends, long Receives, long Hops) ChainHops(CommShape shape, int rank)
     {
-        var owners = Lasp1Ring.PieceOwners(shape.WorldSize, shape.Layout);
+        var owners = SequenceLayout.PieceOwners(shape.WorldSize, shape.Layout);
         long sends = 0, receives = 0, hops = 0;
         for (int piece = 1; piece < owners.Length; piece++)
         {

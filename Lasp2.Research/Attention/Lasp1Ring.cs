@@ -30,19 +30,14 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
         return ChainFunction.apply(new Chain(group, options.Layout, decay, options.BlockSize, q), q, k, v)[0];
     }
 
-    /// <summary>The rank holding each global piece, in sequence order (W pieces contiguous, 2W zigzag).</summary>
-    public static int[] PieceOwners(int worldSize, Layout layout) =>
-        Enumerable.Range(0, SequenceLayout.PiecesPerRank(layout) * worldSize)
-                  .Select(piece => piece < worldSize ? piece : 2 * worldSize - 1 - piece).ToArray();
-
     /// <summary>This rank's place in the chain: its pieces (local slots, sequence order) and their neighbours.</summary>
     sealed record Chain(IProcessGroup Group, Layout Layout, double[] Decay, int BlockSize, long PieceLength, int[] Owners, int[] Pieces)
     {
         public Chain(IProcessGroup group, Layout layout, double[] decay, int blockSize, Tensor q)
             : this(group, layout, decay, blockSize, q.shape[2] / SequenceLayout.PiecesPerRank(layout),
-                   PieceOwners(group.WorldSize, layout),
+                   SequenceLayout.PieceOwners(group.WorldSize, layout),
                    Enumerable.Range(0, SequenceLayout.PiecesPerRank(layout))
-                             .Select(slot => StatePrefix.GlobalPiece(group.Rank, slot, group.WorldSize, layout)).ToArray()) { }
+                             .Select(slot => SequenceLayout.GlobalPiece(group.Rank, slot, group.WorldSize, layout)).ToArray()) { }
 
         public Tensor Slot(Tensor x, int slot) => x.narrow(2, slot * PieceLength, PieceLength);
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Lasp2.Reference;
 using Lasp2.Research.Comm;
+using Lasp2.Research.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 using Kernel = Lasp2.Research.Kernels.ChunkedLinearAttention;
@@ -74,12 +75,12 @@ sealed record Lasp2Call(IProcessGroup Group, AttentionOptions Options, double[] 
     public Tensor Fold(Tensor gathered, Tensor gammas, bool backward)
     {
         var (layout, rank, worldSize) = (Options.Layout, Group.Rank, Group.WorldSize);
-        var ordered = StatePrefix.ToSequenceOrder(gathered, layout);                        // [W*P,B,H,Dk,Dv]
-        var orderedGammas = StatePrefix.ToSequenceOrder(gammas, layout);                    // [W*P,1,H,1,1]
+        var ordered = SequenceLayout.ToSequenceOrder(gathered, layout);                     // [W*P,B,H,Dk,Dv]
+        var orderedGammas = SequenceLayout.ToSequenceOrder(gammas, layout);                 // [W*P,1,H,1,1]
         Tensor Before() => StatePrefix.Exclusive(ordered, orderedGammas, dim: 0).Prefixes;
         Tensor After() => StatePrefix.ExclusiveSuffix(ordered, orderedGammas, dim: 0).Suffixes;
         var folded = !Options.Causal ? Before() + After() : backward ? After() : Before();
-        return StatePrefix.RankPieces(folded, rank, worldSize, layout);
+        return SequenceLayout.RankPieces(folded, rank, worldSize, layout);
     }
 
     /// <summary>

@@ -1,5 +1,4 @@
 using Lasp2.Reference;
-using Lasp2.Research.Attention;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -335,9 +334,7 @@ public static class ChunkedLinearAttention
     /// <summary>lambda_h^e per exponent e: [1,H,1,L,1] (blocked) or [1,H,L,1].</summary>
     static Tensor Powers(double[] lambda, Tensor exponents, bool blocked)
     {
-        var logDecay = tensor(lambda, dtype: exponents.dtype, device: exponents.device).log();
-        return blocked
-            ? (exponents.view(1, 1, 1, -1, 1) * logDecay.view(1, -1, 1, 1, 1)).exp()
-            : (exponents.view(1, 1, -1, 1) * logDecay.view(1, -1, 1, 1)).exp();
+        var powers = Masks.DecayPowers(lambda, exponents).unsqueeze(-1);                    // [1,H,L,1]
+        return blocked ? powers.unsqueeze(2) : powers;
     }
 }
