@@ -19,6 +19,16 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
 
     public MethodCapabilities Supports => BlockKernels.Capabilities(AttentionKind.Softmax);
 
+    public FlopAlgorithm Flops => FlopAlgorithm.Softmax;
+
+    /// <summary>Forward one AllGather of the KV block, backward one ReduceScatter of it: (W-1) KV each way; 1 step each.</summary>
+    public CommPrediction PredictComm(CommShape shape, int rank)
+    {
+        long bytes = (shape.WorldSize - 1L) * shape.KeyValueBytes;
+        return new(Name, rank, DirectionPrediction.Of(1, (CommKind.AllGather, 1, bytes, bytes)),
+                               DirectionPrediction.Of(1, (CommKind.ReduceScatter, 1, bytes, bytes)));
+    }
+
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);

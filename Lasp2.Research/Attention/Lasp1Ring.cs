@@ -24,6 +24,31 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
     public MethodCapabilities Supports => new(AttentionKind.Linear, Causal: true, Unmasked: false, Decay: true,
         [Layout.Contiguous, Layout.Zigzag], GroupedKv: false);
 
+    public FlopAlgorithm Flops => FlopAlgorithm.ChunkedLinear;
+
+    /// <summary>
+    /// The chain over the pieces in sequence order: a hop whenever consecutive pieces live on different ranks,
+    /// one Send and one Recv of S per hop; forward prefixes travel up the chain, backward suffix gradients down
+    /// it. Every rank waits through the whole chain: steps = its hops (W-1 contiguous, 2(W-1) zigzag).
+    /// </summary>
+    public CommPrediction PredictComm(CommShape shape, int rank)
+    {
+        var owners = SequenceLayout.PieceOwners(shape.WorldSize, shape.Layout);
+        long sends = 0, receives = 0, hops = 0;
+        for (int piece = 1; piece < owners.Length; piece++)
+        {
+            if (owners[piece - 1] == owners[piece]) continue;
+            hops++;
+            if (owners[piece - 1] == rank) sends++;
+            if (owners[piece] == rank) receives++;
+        }
+        return new(Name, rank,
+            DirectionPrediction.Of(hops, (CommKind.Send, sends, sends * shape.StateBytes, 0),
+                                         (CommKind.Recv, receives, 0, receives * shape.StateBytes)),
+            DirectionPrediction.Of(hops, (CommKind.Send, receives, receives * shape.StateBytes, 0),
+                                         (CommKind.Recv, sends, 0, sends * shape.StateBytes)));
+    }
+
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);

@@ -39,6 +39,22 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
     public MethodCapabilities Supports { get; } =
         new(AttentionKind.Linear, Causal: true, Unmasked: true, Decay: true, [Layout.Contiguous, Layout.Zigzag], GroupedKv: false);
 
+    /// <inheritdoc/>
+    public FlopAlgorithm Flops => FlopAlgorithm.ChunkedLinear;
+
+    /// <summary>
+    /// One AllGather per direction of P states per rank (P = 1 contiguous, 2 zigzag), the forward one with each
+    /// piece's H decays beside its state: (W-1) P (S + H e) forward, (W-1) P S backward, each way; 1 step each.
+    /// </summary>
+    public CommPrediction PredictComm(CommShape shape, int rank)
+    {
+        long pieces = SequenceLayout.PiecesPerRank(shape.Layout), w = shape.WorldSize;
+        long forward = (w - 1) * pieces * (shape.StateBytes + (long)shape.Heads * shape.ElementSize);
+        long backward = (w - 1) * pieces * shape.StateBytes;
+        return new(Name, rank, DirectionPrediction.Of(1, (CommKind.AllGather, 1, forward, forward)),
+                               DirectionPrediction.Of(1, (CommKind.AllGather, 1, backward, backward)));
+    }
+
     /// <summary>Compute time vs time blocked in Wait for the "forward" and "backward" AllGathers.</summary>
     public OverlapLog Overlap { get; } = new();
 
