@@ -70,6 +70,16 @@ public static class SequenceLayout
     }
 
     /// <summary>
+    /// A rank's local tensor cut into its pieces along <paramref name="dim"/>, in local order: the whole shard
+    /// (contiguous) or its two equal halves (zigzag). Views, no copy.
+    /// </summary>
+    public static Tensor[] LocalPieces(Tensor local, Layout layout, int dim = 2)
+    {
+        long length = local.shape[dim] / PiecesPerRank(layout);
+        return Enumerable.Range(0, PiecesPerRank(layout)).Select(slot => local.narrow(dim, slot * length, length)).ToArray();
+    }
+
+    /// <summary>
     /// Every rank's pieces, gathered in rank order [W, P, ...] (P pieces per rank), re-ordered into global
     /// sequence order [W * P, ...]: a scan over the result gives each piece the fold of all earlier pieces
     /// wherever they live (the zigzag rule).

@@ -64,7 +64,7 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
                    Enumerable.Range(0, SequenceLayout.PiecesPerRank(layout))
                              .Select(slot => SequenceLayout.GlobalPiece(group.Rank, slot, group.WorldSize, layout)).ToArray()) { }
 
-        public Tensor Slot(Tensor x, int slot) => x.narrow(2, slot * PieceLength, PieceLength);
+        public Tensor[] Slots(Tensor x) => SequenceLayout.LocalPieces(x, Layout);
 
         /// <summary>lambda^L across one piece [1,H,1,1].</summary>
         public Tensor PieceDecay(Tensor like) => Masks.DecayPower(Decay, PieceLength, like.dtype, like.device);
@@ -74,13 +74,14 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
     static (Tensor Output, Tensor[] Prefixes) ForwardPass(Chain chain, Tensor q, Tensor k, Tensor v)
     {
         var (group, owners) = (chain.Group, chain.Owners);
+        var (qs, ks, vs) = (chain.Slots(q), chain.Slots(k), chain.Slots(v));            // P x [B,H,L,.]
         var outputs = new Tensor[chain.Pieces.Length];
         var prefixes = new Tensor[chain.Pieces.Length];
         Tensor? carried = null;                                                          // state after my previous piece
         for (int slot = 0; slot < chain.Pieces.Length; slot++)
         {
             int piece = chain.Pieces[slot];
-            var (qp, kp, vp) = (chain.Slot(q, slot), chain.Slot(k, slot), chain.Slot(v, slot));
+            var (qp, kp, vp) = (qs[slot], ks[slot], vs[slot]);
             // While P_p is in flight: m_p and the diagonal blocks' output (LASP-1: compute overlaps the wait)
             var states = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true);
             var diagonal = ChunkedLinearAttention.DiagonalOutput(qp, kp, vp, states, chain.Decay, chain.BlockSize); // [B,H,L,Dv]
@@ -106,12 +107,13 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
     static (Tensor DQ, Tensor DK, Tensor DV) BackwardPass(Chain chain, Tensor q, Tensor k, Tensor v, Tensor dO, Tensor[] prefixes)
     {
         var (group, owners) = (chain.Group, chain.Owners);
+        var (qs, ks, vs, dOs) = (chain.Slots(q), chain.Slots(k), chain.Slots(v), chain.Slots(dO)); // P x [B,H,L,.]
         var (dqs, dks, dvs) = (new Tensor[chain.Pieces.Length], new Tensor[chain.Pieces.Length], new Tensor[chain.Pieces.Length]);
         Tensor? carried = null;                                                          // gradient into my next piece's prefix
         for (int slot = chain.Pieces.Length - 1; slot >= 0; slot--)
         {
             int piece = chain.Pieces[slot];
-            var (qp, kp, vp, dOp) = (chain.Slot(q, slot), chain.Slot(k, slot), chain.Slot(v, slot), chain.Slot(dO, slot));
+            var (qp, kp, vp, dOp) = (qs[slot], ks[slot], vs[slot], dOs[slot]);
             // While G_p is in flight: dm_p and the diagonal blocks' gradients
             var forward = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true);
             var backward = ChunkedLinearAttention.BackwardStates(qp, dOp, chain.Decay, chain.BlockSize, causal: true);

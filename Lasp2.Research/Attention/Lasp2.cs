@@ -74,11 +74,7 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
     sealed record Lasp2Call(IProcessGroup Group, AttentionOptions Options, double[] Lambda, OverlapLog Overlap)
     {
         /// <summary>This rank's pieces of a local tensor [B,H,C,.]: one (contiguous) or two halves (zigzag).</summary>
-        public Tensor[] Pieces(Tensor x)
-        {
-            long length = x.shape[2] / SequenceLayout.PiecesPerRank(Options.Layout);
-            return Enumerable.Range(0, SequenceLayout.PiecesPerRank(Options.Layout)).Select(p => x.narrow(2, p * length, length)).ToArray();
-        }
+        public Tensor[] Pieces(Tensor x) => SequenceLayout.LocalPieces(x, Options.Layout);
 
         /// <summary>The inverse of <see cref="Pieces"/>: one piece is returned as is (no copy), two are concatenated.</summary>
         public static Tensor Join(IList<Tensor> pieces) => pieces.Count == 1 ? pieces[0] : cat(pieces, 2);
