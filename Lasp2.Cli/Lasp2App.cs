@@ -103,15 +103,23 @@ public static class Lasp2App
             var range = property.GetCustomAttribute<OptionRangeAttribute>();
             var type = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
             string kind = type == typeof(double) ? "a number" : "an integer";
-            return $"{option} = '{value}' is not {kind}{(range is null ? "" : "; it " + range.Text)}.";
+            return value is null
+                ? $"{option} needs a value: {kind}{(range is null ? "" : " that " + range.Text)}."
+                : $"{option} = '{value}' is not {kind}{(range is null ? "" : "; it " + range.Text)}.";
         }
+        if (error is CommandAppException && error.Message.StartsWith("Flags cannot be assigned a value", StringComparison.Ordinal)
+            && args.FirstOrDefault(a => a.StartsWith("--", StringComparison.Ordinal) && a.Contains('=')) is { } flag)
+            return $"{flag.Split('=')[0]} is a flag and takes no value; got '{flag}'.";
         if (error is CommandParseException && error.Message.StartsWith("Unknown command", StringComparison.Ordinal))
             return OneLine(error) + $" Commands: {string.Join(", ", Commands.Select(c => c.Name))}.";
         return OneLine(error);
     }
 
-    /// <summary>The option of the invoked command whose value did not convert: the first "--opt value" or "--opt=value" pair that fails.</summary>
-    static (string Option, string Value, PropertyInfo Property)? BadValue(string[] args)
+    /// <summary>
+    /// The option of the invoked command whose value did not convert: the first "--opt value" or "--opt=value" pair
+    /// that fails, or a numeric option with no value (last, or followed by another option; Value null).
+    /// </summary>
+    static (string Option, string? Value, PropertyInfo Property)? BadValue(string[] args)
     {
         var entry = Commands.FirstOrDefault(c => args.Length > 0 && c.Name == args[0]);
         if (entry is null) return null;
@@ -120,10 +128,11 @@ public static class Lasp2App
         {
             var parts = args[i].Split('=', 2);
             string name = parts[0];
-            string? value = parts.Length == 2 ? parts[1] : i + 1 < args.Length ? args[i + 1] : null;
-            if (value is null || !options.TryGetValue(name, out var property)) continue;
+            if (!options.TryGetValue(name, out var property)) continue;
             var type = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
             if (type == typeof(string) || type == typeof(bool)) continue;
+            string? value = parts.Length == 2 ? parts[1] : i + 1 < args.Length ? args[i + 1] : null;
+            if (value is null || (parts.Length == 1 && options.ContainsKey(value))) return (name, null, property);
             bool converts = type == typeof(double)
                 ? double.TryParse(value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out _)
                 : type == typeof(long) ? long.TryParse(value, System.Globalization.CultureInfo.InvariantCulture, out _)

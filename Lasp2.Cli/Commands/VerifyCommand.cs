@@ -146,7 +146,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             {
                 // In-process: the sweep goes on and the failure is counted. Under MPI a failing rank must take
                 // the job down (the backend makes the other ranks fail fast), so it propagates.
-                rows.Add(new DistributedRow(config, null, null, (error.InnerException ?? error).Message));
+                rows.Add(new DistributedRow(config, null, null, Lasp2App.OneLine(error.InnerException ?? error)));
                 results.Add(new CheckResult(config.Label, "error", new ErrorStats(double.PositiveInfinity, double.PositiveInfinity), 0, 0));
             }
         }
