@@ -215,7 +215,8 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             var errors = report.Checks.Select(check => check.Error.MaxRel.ToString("0.0e0", CultureInfo.InvariantCulture));
             string comm = report.Comm.Count == 0 ? "none" : string.Join(", ", report.Comm.Select(r =>
                 $"{r.Calls} {r.Kind}, {r.BytesReceived / 1024.0:0.#} KiB in"));
-            string hidden = row.Overlap is { Calls: > 0 } o ? o.HiddenFraction.ToString("P0", CultureInfo.InvariantCulture) : "-";
+            string hidden = c.WorldSize > 1 && row.Overlap is { Calls: > 0 } o ? // W = 1 sends nothing: nothing to hide
+                o.HiddenFraction.ToString("P0", CultureInfo.InvariantCulture) : "-";
             table.AddRow([.. config, .. errors, report.Checks[0].Tolerance.ToString("0e0", CultureInfo.InvariantCulture),
                 Markup.Escape(comm), hidden, report.Checks.All(check => check.Passed) ? "[green]pass[/]" : "[red]FAIL[/]"]);
         }

@@ -43,7 +43,7 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
         public (Tensor Query, Tensor Key) Positions(Tensor q)
         {
             long n = q.shape[2] * Group.WorldSize;
-            return (SequenceLayout.Positions(n, Group.WorldSize, Group.Rank, Layout, q.device), arange(n, dtype: int64, device: q.device));
+            return (SequenceLayout.Positions(n, Group.WorldSize, Group.Rank, Layout, q.device), Scalars.Range(0, n, int64, q.device));
         }
 
         /// <summary>[K | V] split back into K [..,Dk] and V [..,Dv].</summary>
