@@ -39,43 +39,43 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         [CommandOption("--layout <LAYOUT>"), Description("contiguous (default) or zigzag.")]
         public string? Layout { get; init; }
 
-        [CommandOption("--model-dim <D>"), Description("Hidden size (default 64; a multiple of --heads with an even head dimension).")]
+        [CommandOption("--model-dim <D>"), OptionRange(2), Description("Hidden size (default 64; a multiple of --heads with an even head dimension).")]
         public int? ModelDim { get; init; }
 
-        [CommandOption("--heads <H>"), Description("Attention heads (default 4).")]
+        [CommandOption("--heads <H>"), OptionRange(1), Description("Attention heads (default 4).")]
         public int? Heads { get; init; }
 
-        [CommandOption("--kv-heads <HKV>"), Description("KV heads of the softmax layers (default 2; divides --heads).")]
+        [CommandOption("--kv-heads <HKV>"), OptionRange(1), Description("KV heads of the softmax layers (default 2; divides --heads).")]
         public int? KvHeads { get; init; }
 
-        [CommandOption("--mlp-dim <F>"), Description("SwiGLU width (default 3 x model dim).")]
+        [CommandOption("--mlp-dim <F>"), OptionRange(1), Description("SwiGLU width (default 3 x model dim).")]
         public int? MlpDim { get; init; }
 
-        [CommandOption("--vocab <K>"), Description("Vocabulary: the K - 2 most frequent GPT-2 tokens of the training split, <unk> and end-of-document (default 4096, >= 3).")]
+        [CommandOption("--vocab <K>"), OptionRange(3), Description("Vocabulary: the K - 2 most frequent GPT-2 tokens of the training split, <unk> and end-of-document (default 4096, >= 3).")]
         public int? Vocab { get; init; }
 
-        [CommandOption("--sp <N>"), Description("Sequence-parallel ranks (>= 1, default 1).")]
+        [CommandOption("--sp <N>"), OptionRange(1, 1024), Description("Sequence-parallel ranks (>= 1, default 1).")]
         public int Sp { get; init; } = 1;
 
-        [CommandOption("--dp <N>"), Description("Data-parallel ranks (>= 1, default 1). The run uses sp x dp ranks.")]
+        [CommandOption("--dp <N>"), OptionRange(1, 1024), Description("Data-parallel ranks (>= 1, default 1). The run uses sp x dp ranks.")]
         public int Dp { get; init; } = 1;
 
-        [CommandOption("--seq <N>"), Description("Tokens per sequence (default 256; divisible by sp, or 2 sp for zigzag).")]
+        [CommandOption("--seq <N>"), OptionRange(1), Description("Tokens per sequence (default 256; divisible by sp, or 2 sp for zigzag).")]
         public int Seq { get; init; } = 256;
 
-        [CommandOption("--batch <B>"), Description("Sequences per step over all data-parallel ranks (default dp; a multiple of dp).")]
+        [CommandOption("--batch <B>"), OptionRange(1), Description("Sequences per step over all data-parallel ranks (default dp; a multiple of dp).")]
         public int? Batch { get; init; }
 
-        [CommandOption("--steps <N>"), Description("Train until this step (>= 1, default 100; with --resume the run continues up to it).")]
+        [CommandOption("--steps <N>"), OptionRange(1), Description("Train until this step (>= 1, default 100; with --resume the run continues up to it).")]
         public int Steps { get; init; } = 100;
 
-        [CommandOption("--lr <RATE>"), Description("Peak learning rate (> 0, default 3e-3); warm-up then cosine to a tenth of it.")]
+        [CommandOption("--lr <RATE>"), OptionRange(0, MinimumExclusive = true), Description("Peak learning rate (> 0, default 3e-3); warm-up then cosine to a tenth of it.")]
         public double Lr { get; init; } = 3e-3;
 
-        [CommandOption("--warmup <N>"), Description("Warm-up steps (>= 0, default steps / 10).")]
+        [CommandOption("--warmup <N>"), OptionRange(0), Description("Warm-up steps (>= 0, default steps / 10).")]
         public int? Warmup { get; init; }
 
-        [CommandOption("--clip <NORM>"), Description("Clip gradients to this global norm (> 0, default 1).")]
+        [CommandOption("--clip <NORM>"), OptionRange(0, MinimumExclusive = true), Description("Clip gradients to this global norm (> 0, default 1).")]
         public double Clip { get; init; } = 1.0;
 
         [CommandOption("--dtype <DTYPE>"), Description("float32 (default, speed) or float64 (exact).")]
@@ -87,10 +87,10 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         [CommandOption("--data <PATH>"), Description("A fortune file or folder (default /usr/share/games/fortunes: apt-get install fortunes). data/fortunes-sample.txt is a small committed sample.")]
         public string Data { get; init; } = "/usr/share/games/fortunes";
 
-        [CommandOption("--eval-every <N>"), Description("Held-out loss every N steps and after the last (>= 0, default 50; 0: only after the last).")]
+        [CommandOption("--eval-every <N>"), OptionRange(0), Description("Held-out loss every N steps and after the last (>= 0, default 50; 0: only after the last).")]
         public int EvalEvery { get; init; } = 50;
 
-        [CommandOption("--eval-batches <N>"), Description("Held-out batches per evaluation (>= 1, default 4).")]
+        [CommandOption("--eval-batches <N>"), OptionRange(1), Description("Held-out batches per evaluation (>= 1, default 4).")]
         public int EvalBatches { get; init; } = 4;
 
         [CommandOption("--out <DIR>"), Description("Run folder for log.csv, loss.html and the checkpoint (default runs/train-PATTERN-spS-dpD-TIME).")]
@@ -105,51 +105,44 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         [CommandOption("--backend <BACKEND>"), Description("inproc (sp x dp threads, default) or mpi (this process is one rank of lasp2 launch -n SPxDP -- train ...).")]
         public string Backend { get; init; } = "inproc";
 
-        public override ValidationResult Validate()
+        public override ValidationResult Validate() => Lasp2App.Validate(() =>
         {
-            string? error =
-                Pattern is not null && Pattern.Any(c => c is not ('L' or 'N')) || Pattern is "" ? $"--pattern must be a string of L and N, e.g. LLLN; got '{Pattern}'."
-                : Recurrence is not (null or "basic" or "retention") ? $"--recurrence must be basic or retention; got '{Recurrence}'."
-                : FeatureMap is not (null or "identity" or "elu" or "swish") ? $"--feature-map must be identity, elu or swish; got '{FeatureMap}'."
-                : Method is not null && !IsMethod(Method, AttentionKind.Linear) ? $"--method must be a linear method ({Methods(AttentionKind.Linear)}); got '{Method}'."
-                : SoftmaxMethod is not null && !IsMethod(SoftmaxMethod, AttentionKind.Softmax) ? $"--softmax-method must be a softmax method ({Methods(AttentionKind.Softmax)}); got '{SoftmaxMethod}'."
-                : Layout is not (null or "contiguous" or "zigzag") ? $"--layout must be contiguous or zigzag; got '{Layout}'."
-                : ModelDim < 2 ? $"--model-dim must be >= 2; got {ModelDim}."
-                : Heads < 1 ? $"--heads must be >= 1; got {Heads}."
-                : KvHeads < 1 ? $"--kv-heads must be >= 1; got {KvHeads}."
-                : MlpDim < 1 ? $"--mlp-dim must be >= 1; got {MlpDim}."
-                : Vocab < 3 ? $"--vocab must be >= 3; got {Vocab}."
-                : Sp < 1 || Sp > 1024 ? $"--sp must be in 1..1024; got {Sp}."
-                : Dp < 1 || Dp > 1024 ? $"--dp must be in 1..1024; got {Dp}."
-                : Seq < 1 ? $"--seq must be >= 1; got {Seq}."
-                : Batch is int b && (b < 1 || b % Dp != 0) ? $"--batch must be a positive multiple of --dp = {Dp}; got {b}."
-                : Steps < 1 ? $"--steps must be >= 1; got {Steps}."
-                : !(Lr > 0) ? $"--lr must be > 0; got {Lr}."
-                : Warmup < 0 ? $"--warmup must be >= 0; got {Warmup}."
-                : !(Clip > 0) ? $"--clip must be > 0; got {Clip}."
-                : Dtype is not ("float32" or "float64") ? $"--dtype must be float32 or float64; got '{Dtype}'."
-                : EvalEvery < 0 ? $"--eval-every must be >= 0; got {EvalEvery}."
-                : EvalBatches < 1 ? $"--eval-batches must be >= 1; got {EvalBatches}."
-                : Backend is not ("inproc" or "mpi") ? $"--backend must be inproc or mpi; got '{Backend}'."
-                : Resume is not null && !Directory.Exists(Resume) ? $"--resume {Resume}: no such checkpoint folder."
-                : null;
-            return error is null ? ValidationResult.Success() : ValidationResult.Error(error);
+            if (Pattern is not null)
+                try { HybridStack.Validate(Pattern); }
+                catch (ArgumentException e) { throw new ArgumentException($"--pattern: {Lasp2App.OneLine(e)}", "--pattern"); }
+            if (Recurrence is not null) Guards.OneOf(Recurrence, ["basic", "retention"], "--recurrence");
+            if (FeatureMap is not null) Guards.OneOf(FeatureMap, ["identity", "elu", "swish"], "--feature-map");
+            if (Method is not null) Guards.OneOf(Method, Methods(AttentionKind.Linear), "--method");
+            if (SoftmaxMethod is not null) Guards.OneOf(SoftmaxMethod, Methods(AttentionKind.Softmax), "--softmax-method");
+            if (Layout is not null) Guards.OneOf(Layout, ["contiguous", "zigzag"], "--layout");
+            if (Batch is int b && b % Dp != 0) throw new ArgumentException($"--batch = {b} must be a multiple of --dp = {Dp}.", "--batch");
+            Guards.OneOf(Dtype, ["float32", "float64"], "--dtype");
+            Guards.OneOf(Backend, ["inproc", "mpi"], "--backend");
+            if (Resume is not null && !Directory.Exists(Resume)) throw new ArgumentException($"--resume = '{Resume}' is not a checkpoint folder.", "--resume");
+            if (Resume is null && (KvHeads ?? 2) is var kv && (Heads ?? 4) % kv != 0)
+                throw new ArgumentException($"--kv-heads = {kv} must divide --heads = {Heads ?? 4}.", "--kv-heads");
+            if (Resume is null) CheckSequence(Seq, Sp, Layout == "zigzag" ? Lasp2.Reference.Layout.Zigzag : Lasp2.Reference.Layout.Contiguous);
+            if (!File.Exists(Data) && !Directory.Exists(Data))
+                throw new ArgumentException($"--data = '{Data}' does not exist; install Debian's fortunes (apt-get install fortunes) or pass data/fortunes-sample.txt.", "--data");
+        });
+
+        /// <summary>Throws naming --seq unless the sequence splits over sp ranks in the layout.</summary>
+        public static void CheckSequence(int seq, int sp, Layout layout)
+        {
+            try { SequenceLayout.CheckDivisible(seq, sp, layout); }
+            catch (ArgumentException e) { throw new ArgumentException($"--seq = {seq}: {Lasp2App.OneLine(e)}", "--seq"); }
         }
 
-        static bool IsMethod(string name, AttentionKind kind) =>
-            MethodRegistry.Names.Contains(name, StringComparer.OrdinalIgnoreCase) && MethodRegistry.Get(name).Supports.Kind == kind;
-
-        static string Methods(AttentionKind kind) => string.Join(", ", MethodRegistry.All.Where(m => m.Supports.Kind == kind).Select(m => m.Name));
+        static string[] Methods(AttentionKind kind) => MethodRegistry.All.Where(m => m.Supports.Kind == kind).Select(m => m.Name).ToArray();
     }
-
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
         if (Console.IsOutputRedirected || ProcessGroups.LaunchedByMpi) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 160);
         var (config, vocabulary) = Model(settings);
         var corpus = TextCorpus.Build(TextCorpus.ReadFortunes(settings.Data), config.Vocab, vocabulary);
         config = config with { Vocab = corpus.Vocabulary.Size };
-        if (config.Unsupported(settings.Sp) is { } reason) throw new ArgumentException($"--sp {settings.Sp}: {reason}");
-        SequenceLayout.CheckDivisible(settings.Seq, settings.Sp, config.Layout);
+        if (config.Unsupported(settings.Sp) is { } reason) throw new ArgumentException($"--sp = {settings.Sp}: {reason}.", "--sp");
+        Settings.CheckSequence(settings.Seq, settings.Sp, config.Layout);
         int batch = settings.Batch ?? settings.Dp;
         var options = new TrainOptions(new LearningRate(settings.Lr, settings.Lr / 10, settings.Warmup ?? settings.Steps / 10, settings.Steps).Validate(),
                                        settings.Clip, Seed: settings.Seed,
@@ -191,7 +184,7 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         return ProcessGroups.RunMpi(world =>
         {
             if (world.WorldSize != ranks)
-                throw new ArgumentException($"--sp {settings.Sp} x --dp {settings.Dp} = {ranks} ranks, but the MPI job has {world.WorldSize}.");
+                throw new ArgumentException($"--sp {settings.Sp} x --dp {settings.Dp} = {ranks} ranks, but the MPI job has {world.WorldSize}.", "--sp");
             torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / ranks));
             if (world.Rank != 0)
             {
@@ -222,7 +215,7 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         corpus.Vocabulary.Save(Path.Combine(plan.Save!, "vocab.json"));
         var steps = rows.Select(r => (double)r.Step + 1).ToArray();
         var held = rows.Where(r => r.ValidationLoss is not null).ToArray();
-        Lasp2.Charts.Charts.Line("Training loss", "step", "cross-entropy (nats)",
+        Chart.Line("Training loss", "step", "cross-entropy (nats)",
                    ("train", steps, rows.Select(r => r.Loss).ToArray()),
                    ("held-out", held.Select(r => (double)r.Step + 1).ToArray(), held.Select(r => r.ValidationLoss!.Value).ToArray()))
              .SaveHtml(Path.Combine(folder, "loss.html"));
@@ -250,7 +243,7 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         void Agree<T>(T? given, T stored, string option)
         {
             if (given is not null && !EqualityComparer<T>.Default.Equals(given, stored))
-                throw new ArgumentException($"{option} {given} differs from the checkpoint's {stored}; omit it when resuming.");
+                throw new ArgumentException($"{option} = {given} differs from the checkpoint's {stored}; omit it when resuming.", option);
         }
         Agree(s.Pattern, saved.Pattern, "--pattern");
         Agree(s.ModelDim, saved.ModelDim, "--model-dim");

@@ -1,12 +1,12 @@
-using TorchSharp;
+using Lasp2.Reference;
 using static TorchSharp.torch;
 
 namespace Lasp2.Research.Model;
 
 /// <summary>
 /// AdamW (Loshchilov and Hutter), written here rather than taken from torch.optim: its state (m, v, t) is
-/// saved beside the weights in checkpoints, and every constant goes to libtorch as an explicitly owned
-/// Scalar (rank threads must not hand libtorch implicitly created Scalars the GC may free mid-call).
+/// saved beside the weights in checkpoints, and every constant goes to libtorch through
+/// <see cref="Scalars"/> (torch.optim's C# code makes implicit Scalars, which rank threads must not).
 /// Step t (from 1), gradient g, for each parameter p:
 ///   m &lt;- b1 m + (1 - b1) g;   v &lt;- b2 v + (1 - b2) g^2
 ///   p &lt;- p (1 - lr wd)   (decoupled weight decay; matrices only, not norm gains)
@@ -51,23 +51,15 @@ public sealed class AdamW : IDisposable
         Steps++;
         double correction1 = 1 - Math.Pow(Beta1, Steps), correction2 = 1 - Math.Pow(Beta2, Steps);
         using var noGrad = no_grad();
-        using var b1 = Beta1.ToScalar();
-        using var oneMinusB1 = (1 - Beta1).ToScalar();
-        using var b2 = Beta2.ToScalar();
-        using var oneMinusB2 = (1 - Beta2).ToScalar();
-        using var decay = (1 - learningRate * WeightDecay).ToScalar();
-        using var rootCorrection2 = Math.Sqrt(correction2).ToScalar();
-        using var eps = Epsilon.ToScalar();
-        using var stepSize = (-learningRate / correction1).ToScalar();
         for (int i = 0; i < parameters.Count; i++)
         {
             using var scope = NewDisposeScope();
             var (p, m, v, g) = (parameters[i], First[i], Second[i], parameters[i].grad ?? zeros_like(parameters[i]));
-            m.mul_(b1).add_(g, oneMinusB1);                                // m <- b1 m + (1 - b1) g
-            v.mul_(b2).addcmul_(g, g, oneMinusB2);                         // v <- b2 v + (1 - b2) g^2
-            if (decays[i]) p.mul_(decay);                                  // p <- p (1 - lr wd)
-            var denominator = v.sqrt().div_(rootCorrection2).add_(eps);    // sqrt(v / (1 - b2^t)) + eps
-            p.addcdiv_(m, denominator, stepSize);                          // p <- p - lr/(1 - b1^t) m / denominator
+            m.TimesInPlace(Beta1).PlusScaledInPlace(g, 1 - Beta1);                      // m <- b1 m + (1 - b1) g
+            v.TimesInPlace(Beta2).PlusProductInPlace(g, g, 1 - Beta2);                  // v <- b2 v + (1 - b2) g^2
+            if (decays[i]) p.TimesInPlace(1 - learningRate * WeightDecay);              // p <- p (1 - lr wd)
+            var denominator = v.sqrt().TimesInPlace(1 / Math.Sqrt(correction2)).Plus(Epsilon); // sqrt(v / (1 - b2^t)) + eps
+            p.PlusQuotientInPlace(m, denominator, -learningRate / correction1);         // p <- p - lr/(1 - b1^t) m / denominator
         }
     }
 

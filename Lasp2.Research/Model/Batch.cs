@@ -1,4 +1,3 @@
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Lasp2.Research.Model;
@@ -24,9 +23,9 @@ public sealed record Batch(Tensor Inputs, Tensor Targets, IReadOnlyList<long[]> 
     {
         get
         {
-            using var scope = NewDisposeScope();
-            using var none = LinearLlama.NoTarget.ToScalar();
-            return Targets.ne(none).sum().item<long>();
+            long count = 0;
+            foreach (long target in Targets.data<long>()) if (target != LinearLlama.NoTarget) count++;
+            return count;
         }
     }
 

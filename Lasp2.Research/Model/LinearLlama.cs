@@ -14,11 +14,10 @@ namespace Lasp2.Research.Model;
 /// recurrence, then a per-head RMS normalization of its output) or softmax grouped-query attention with RoPE (N).
 /// <see cref="Forward"/> runs one sequence-parallel rank's shard through the registered methods;
 /// with no group it is the single-device twin (the reference attention on the whole sequence, same parameters).
-/// One instance per rank thread (it owns native Scalars).
+/// Every number meets a tensor through <see cref="Scalars"/>, so rank threads can run it concurrently.
 /// </summary>
 public sealed class LinearLlama : IDisposable
 {
-    readonly Scalar epsilon = RmsEpsilon.ToScalar();
     readonly ISequenceParallelAttention linear, softmax;
     readonly AttentionOptions linearOptions, softmaxOptions;
 
@@ -72,7 +71,7 @@ public sealed class LinearLlama : IDisposable
                     ? LinearAttention.Quadratic(phiQ, phiK, v, causal: true, Config.Decay)
                     : linear.Forward(sequenceGroup, phiQ, phiK, v, linearOptions);
                 // o_h / rms(o_h): the state sums up to N outer products; this keeps each head's output O(1) whatever N
-                o = o.div(o.square().mean([-1], keepdim: true).add(epsilon).sqrt());
+                o = RmsNormalized(o);
             }
             else
             {
@@ -82,12 +81,12 @@ public sealed class LinearLlama : IDisposable
                     : softmax.Forward(sequenceGroup, rq, rk, v, softmaxOptions);
             }
             // x <- x + O W_o^T
-            x = x + nn.functional.linear(o.transpose(1, 2).reshape(batch, seq, -1), parameters[p + "attn.o.weight"]); // [B,C,D]
+            x = x.Plus(nn.functional.linear(o.transpose(1, 2).reshape(batch, seq, -1), parameters[p + "attn.o.weight"])); // [B,C,D]
             var u = Norm(x, parameters[p + "mlp_norm.weight"]);
             // x <- x + W_down(silu(W_gate u) * W_up u)
             var gated = nn.functional.silu(nn.functional.linear(u, parameters[p + "mlp.gate.weight"]))
                         * nn.functional.linear(u, parameters[p + "mlp.up.weight"]);        // [B,C,F]
-            x = x + nn.functional.linear(gated, parameters[p + "mlp.down.weight"]);
+            x = x.Plus(nn.functional.linear(gated, parameters[p + "mlp.down.weight"]));
         }
         return nn.functional.linear(Norm(x, parameters["norm.weight"]), parameters["lm_head.weight"]); // [B,C,V]
     }
@@ -105,8 +104,11 @@ public sealed class LinearLlama : IDisposable
     public const long NoTarget = -1;
 
     // RMSNorm with gain: x / sqrt(mean(x^2) + eps) * g (per token, so local to every rank)
-    Tensor Norm(Tensor x, Tensor gain) => x.div(x.square().mean([-1], keepdim: true).add(epsilon).sqrt()) * gain;
+    static Tensor Norm(Tensor x, Tensor gain) => RmsNormalized(x) * gain;
+
+    // x / sqrt(mean(x^2) + eps) over the last dimension
+    static Tensor RmsNormalized(Tensor x) => x.div((x * x).mean([-1], keepdim: true).Plus(RmsEpsilon).sqrt());
 
     /// <inheritdoc/>
-    public void Dispose() => epsilon.Dispose();
+    public void Dispose() { }
 }

@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -48,9 +49,8 @@ public sealed class ModelParameters : IDisposable
         var list = new List<(string, Tensor)>();
         void Weight(string name, long rows, long columns)
         {
-            using var scale = (1.0 / Math.Sqrt(columns)).ToScalar();
             using var raw = randn([rows, columns], dtype: dtype, generator: generator);
-            list.Add((name, raw.mul(scale).requires_grad_(true)));
+            list.Add((name, raw.Times(1.0 / Math.Sqrt(columns)).requires_grad_(true)));
         }
         void Gain(string name) => list.Add((name, ones(config.ModelDim, dtype: dtype).requires_grad_(true)));
 

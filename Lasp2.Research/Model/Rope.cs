@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using static TorchSharp.torch;
 
 namespace Lasp2.Research.Model;
@@ -29,6 +30,6 @@ public static class Rope
     {
         long half = x.shape[3] / 2;
         var (x1, x2) = (x.narrow(3, 0, half), x.narrow(3, half, half));                 // [B,H,C,d/2]
-        return cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], 3);                      // [B,H,C,d]
+        return cat([(x1 * cos).Minus(x2 * sin), (x1 * sin).Plus(x2 * cos)], 3);          // [B,H,C,d]
     }
 }

@@ -117,7 +117,7 @@ public sealed class Trainer : IDisposable
         var count = tensor((double)batch.TargetCount, dtype: Options.Dtype);
         if (world is null)
         {
-            var positions = arange(batch.Length, dtype: ScalarType.Int64);
+            var positions = Scalars.Range(0, batch.Length, ScalarType.Int64);
             var logits = Model.Forward(Parameters, batch.Inputs, positions, null);                // [B,N,V]
             return (LinearLlama.LossSum(logits, batch.Targets), count);
         }
@@ -155,13 +155,10 @@ public sealed class Trainer : IDisposable
     static double ClipInPlace(IReadOnlyList<Tensor> gradients, double clipNorm)
     {
         using var scope = NewDisposeScope();
-        double norm = stack(gradients.Select(g => g.square().sum()).ToList()).sum().sqrt().ToDouble();
+        double norm = stack(gradients.Select(g => (g * g).sum()).ToList()).sum().sqrt().ToDouble();
         double coefficient = clipNorm / (norm + 1e-6);
         if (coefficient < 1)
-        {
-            using var factor = coefficient.ToScalar();
-            foreach (var g in gradients) g.mul_(factor);
-        }
+            foreach (var g in gradients) g.TimesInPlace(coefficient);
         return norm;
     }
 
