@@ -13,11 +13,11 @@ public static partial class Scalars
         return a.add(b, one);
     }
 
-    /// <summary>a - b.</summary>
+    /// <summary>a - b, as a + (-1) b (exact).</summary>
     public static Tensor Minus(this Tensor a, Tensor b)
     {
-        using var one = 1.ToScalar();
-        return a.sub(b, one);
+        using var minusOne = (-1).ToScalar();
+        return a.add(b, minusOne);
     }
 
     /// <summary>x + value, element-wise.</summary>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Lasp2.Cli;
 using Xunit;
 
 namespace Lasp2.PropertyTests;
@@ -57,7 +58,7 @@ public class TrainCommandTests
                 { Out = new Spectre.Console.AnsiConsoleOutput(output), Ansi = Spectre.Console.AnsiSupport.No });
             var errors = new StringWriter();
             string[] args = ["train", .. arguments.Select(a => a == "SAMPLE" ? Sample : a), "--out", Path.Combine(folder, "run")];
-            int exit = Lasp2.Cli.Lasp2App.Run(args, console, errors);
+            int exit = Lasp2App.Run(args, console, errors);
             string all = errors.ToString() + output;
             Assert.True(exit != 0, $"exit 0 for {string.Join(' ', args)}:\n{all}");
             var lines = all.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
