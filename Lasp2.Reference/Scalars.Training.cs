@@ -24,7 +24,8 @@ public static partial class Scalars
     public static Tensor Plus(this Tensor x, double value)
     {
         using var s = value.ToScalar();
-        return x.add(s);
+        using var one = 1.ToScalar();
+        return x.add(s, one);
     }
 
     /// <summary>x &lt;- x * factor, in place.</summary>

@@ -224,7 +224,8 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         AnsiConsole.MarkupLine(Markup.Escape(
             $"done: step {last.Step + 1}, train loss {last.Loss:F4}, held-out {held.LastOrDefault()?.ValidationLoss:F4}, " +
             $"median {tokens[tokens.Length / 2]:F0} tok/s, {last.Seconds:F1} s, resident {last.ResidentMiB:F0} MiB"));
-        if (rows.FirstOrDefault(r => r.Step >= 100) is { } settled && last.Step > settled.Step)
+        // resident memory after this run's first 100 steps (the allocator's working set has settled by then)
+        if (rows.Count > 101 && rows[100] is var settled)
             AnsiConsole.MarkupLine($"resident memory from step {settled.Step + 1} to {last.Step + 1}: {settled.ResidentMiB:F0} -> {last.ResidentMiB:F0} MiB ({(last.ResidentMiB / settled.ResidentMiB - 1):+0.0%;-0.0%})");
         AnsiConsole.MarkupLine(Markup.Escape($"log {plan.LogPath}, chart {Path.Combine(folder, "loss.html")}, checkpoint {plan.Save}"));
         return 0;
