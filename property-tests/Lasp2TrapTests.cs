@@ -23,7 +23,8 @@ public class Lasp2TrapTests
         ProcessGroups.RunInProcess(worldSize,
             group => DistributedChecks.RunMethod(group, MethodRegistry.Get("lasp2"), q, k, v, dO, options), threadsPerRank: 1)[0];
 
-    static (Tensor Q, Tensor K, Tensor V, Tensor DO) Inputs(DistributedCase c)
+    /// <summary>Random float64 q, k, v, dO [B,H,N,.] of a case, from its seed.</summary>
+    internal static (Tensor Q, Tensor K, Tensor V, Tensor DO) Inputs(DistributedCase c)
     {
         var generator = new Generator((ulong)c.Seed);
         Tensor Random(long dim) => randn([c.Batch, c.Heads, c.Seq, dim], dtype: float64, generator: generator);

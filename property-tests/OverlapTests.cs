@@ -18,17 +18,16 @@ public class OverlapTests
     /// <summary>Each rank's events during one forward and backward of LASP-2 on its shard, and the method's overlap log.</summary>
     static (IReadOnlyList<RankEvent>[] Streams, OverlapLog Overlap) Record(DistributedCase c)
     {
+        using var scope = NewDisposeScope();
         var method = new Lasp2Attention();
-        var config = c.Config();
-        var generator = new Generator((ulong)c.Seed);
-        Tensor Random(long dim) => randn([c.Batch, c.Heads, c.Seq, dim], dtype: float64, generator: generator);
-        var (q, k, v, dO) = (Random(c.DimK), Random(c.DimK), Random(c.DimV), Random(c.DimV));
+        var options = c.Config().Options;
+        var (q, k, v, dO) = Lasp2TrapTests.Inputs(c);
         var streams = ProcessGroups.RunInProcess(c.WorldSize, group =>
         {
-            using var scope = NewDisposeScope();
+            using var rankScope = NewDisposeScope();
             var recording = new RecordingProcessGroup(group);
             var leaves = new[] { q, k, v }.Select(x => SequenceLayout.ShardOf(x, c.WorldSize, group.Rank, c.Layout).requires_grad_(true)).ToArray();
-            method.Forward(recording, leaves[0], leaves[1], leaves[2], config.Options)
+            method.Forward(recording, leaves[0], leaves[1], leaves[2], options)
                 .backward([SequenceLayout.ShardOf(dO, c.WorldSize, group.Rank, c.Layout)]);
             return recording.Events;
         }, threadsPerRank: 1);
@@ -83,7 +82,7 @@ public class OverlapTests
         const int worldSize = 3;
         var results = ProcessGroups.RunInProcess(worldSize, group =>
         {
-            using var scope = NewDisposeScope();
+            using var rankScope = NewDisposeScope();
             var recording = new RecordingProcessGroup(group);
             var x = full(2, 3, group.Rank + 1.0, dtype: float64);                           // [2,3]
             var gathered = recording.AllGatherAsync(x).Wait();                              // [W,2,3]
