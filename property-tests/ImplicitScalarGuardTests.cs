@@ -6,11 +6,12 @@ using Xunit;
 namespace Lasp2.PropertyTests;
 
 /// <summary>
-/// No code of Lasp2.Reference or Lasp2.Research makes a TorchSharp Scalar that the garbage collector may
+/// No code of Lasp2.Reference, Lasp2.Research or the CLI makes a TorchSharp Scalar that the garbage collector may
 /// free while libtorch reads it (see <c>Lasp2.Reference.Scalars</c>). Read from the compiled IL, so it
 /// sees types, not spelling: a call site fails when it converts a C# number to Scalar implicitly, or calls
 /// a TorchSharp method whose body (followed through TorchSharp's own calls) does, e.g. <c>t * 0.5</c>,
-/// <c>a + b</c> (alpha = 1) or <c>masked_fill(mask, 0.0)</c>. Explicit Scalars are made only in Scalars.
+/// <c>a + b</c> (alpha = 1) or <c>masked_fill(mask, 0.0)</c>. Explicit Scalars are made only in Scalars;
+/// the message names the helper to use instead.
 /// </summary>
 public class ImplicitScalarGuardTests
 {
