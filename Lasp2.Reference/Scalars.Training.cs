@@ -3,29 +3,14 @@ using static TorchSharp.torch;
 
 namespace Lasp2.Reference;
 
-/// <summary>The additions and in-place updates of a training step (residuals, RMSNorm, AdamW), each with its Scalar owned here.</summary>
+/// <summary>The differences and in-place updates of a training step (RoPE, AdamW, clipping), each with its Scalar owned here.</summary>
 public static partial class Scalars
 {
-    /// <summary>a + b (TorchSharp's a + b makes its alpha = 1 implicitly).</summary>
-    public static Tensor Plus(this Tensor a, Tensor b)
-    {
-        using var one = 1.ToScalar();
-        return a.add(b, one);
-    }
-
     /// <summary>a - b, as a + (-1) b (exact).</summary>
     public static Tensor Minus(this Tensor a, Tensor b)
     {
         using var minusOne = (-1).ToScalar();
         return a.add(b, minusOne);
-    }
-
-    /// <summary>x + value, element-wise.</summary>
-    public static Tensor Plus(this Tensor x, double value)
-    {
-        using var s = value.ToScalar();
-        using var one = 1.ToScalar();
-        return x.add(s, one);
     }
 
     /// <summary>x &lt;- x * factor, in place.</summary>
