@@ -36,7 +36,7 @@ public class ModelTrainingTests(ITestOutputHelper output)
 
     static PackedCorpus Corpus(TrainCase c) => PackedCorpus.Random(24, 4096, meanDocument: 6, rows: 2 * c.Dp, length: c.Seq, c.Seed);
 
-    /// <summary>Losses of every step and the final parameters: the single-device twin when sp = dp = 0, else rank 0 of an in-process run (all ranks are checked equal).</summary>
+    /// <summary>Losses of every step and the final parameters: the single-device twin when <paramref name="twin"/>, else rank 0 of an in-process run (all ranks are checked equal).</summary>
     static (double[] Losses, Tensor[] Parameters) Train(TrainCase c, bool twin, bool plantMissingSequenceReduction = false)
     {
         var corpus = Corpus(c);
