@@ -10,6 +10,8 @@ app.Configure(config =>
           .WithDescription("Check every form and method against the single-device reference; exits non-zero on any failure.");
     config.AddCommand<BenchCommand>("bench")
           .WithDescription("Benchmark every method against the measured matmul peak; CSV and HTML charts in data/.");
+    config.AddCommand<SimulateCommand>("simulate")
+          .WithDescription("Predict iteration time, exposed communication, bytes per link and memory of each method on a modelled cluster (up to 128 ranks).");
     config.AddCommand<LaunchCommand>("launch")
           .WithDescription("Run a lasp2 command as an N-rank MPI job: lasp2 launch -n 4 -- comm-selftest");
     config.AddCommand<CommSelfTestCommand>("comm-selftest").IsHidden();
