@@ -12,6 +12,10 @@ app.Configure(config =>
           .WithDescription("Benchmark every method against the measured matmul peak; CSV and HTML charts in data/.");
     config.AddCommand<SimulateCommand>("simulate")
           .WithDescription("Predict iteration time, exposed communication, bytes per link and memory of each method on a modelled cluster (up to 128 ranks).");
+    config.AddCommand<SimulateCheckCommand>("simulate-check")
+          .WithDescription("Check the cluster model against this machine's measured MPI bench runs (error per method).");
+    config.AddCommand<SimulatePaperCommand>("simulate-paper")
+          .WithDescription("The paper's Fig. 3, Table 5 and Table 6 predicted next to the published numbers, and the fastest method over (N, W, network).");
     config.AddCommand<LaunchCommand>("launch")
           .WithDescription("Run a lasp2 command as an N-rank MPI job: lasp2 launch -n 4 -- comm-selftest");
     config.AddCommand<CommSelfTestCommand>("comm-selftest").IsHidden();

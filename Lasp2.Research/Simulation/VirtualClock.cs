@@ -9,9 +9,10 @@ public sealed record RankTime(int Rank, double Total, double Compute, LinkBytes 
 
 /// <summary>
 /// Replays every rank's schedule on virtual clocks. Computation advances a rank's clock by flops / rate. An
-/// issued collective starts at once and the rank goes on; it completes at (the latest issue among the ranks it
-/// depends on) + its modelled time (<see cref="CostModel"/>): a group collective waits for the k-th issue of every
-/// rank, a receive for the matching send (the m-th message on its channel), a send completes at issue (eager).
+/// issued collective starts and the rank goes on; it completes at its start + its modelled time (<see cref="CostModel"/>),
+/// where a group collective starts at the k-th issue of the last rank and not before call k-1 completed (collectives
+/// run in order, one at a time, as on one NCCL stream), a receive at the matching send (the m-th message on its
+/// channel) and not before message m-1 on that channel completed; a send completes at issue (eager).
 /// A wait moves the clock to max(clock, completion), so what overlaps is exactly what the method computes between
 /// issuing and waiting. Ranks advance in sweeps until all are done; a schedule that cannot finish is an error.
 /// </summary>
@@ -31,21 +32,42 @@ public static class VirtualClock
         var groupCalls = new int[w];
         var issues = new List<double[]>();                                              // group call k -> issue time per rank
         var sends = new Dictionary<(int, int), List<double>>();                         // channel -> issue time per message
-        var receives = new Dictionary<(int, int), int>();                                // channel -> messages matched so far
         var pending = new Dictionary<int, (IssueEvent Event, double Issue, int Match)>[w];
         for (int r = 0; r < w; r++) pending[r] = new();
 
+        var groupEvents = new List<IssueEvent>();                                        // group call k -> its event
+        var groupDone = new List<double>();                                             // group call k -> completion
+        var posted = new Dictionary<(int, int), List<(IssueEvent Event, double Issue)>>(); // channel -> receives posted
+        var channelDone = new Dictionary<(int, int), List<double>>();                    // channel -> completion per message
+
+        // One network queue per communicator: group call k starts once every rank issued it and call k-1 is done
+        // (collectives run in order, as on one NCCL stream); message m on a channel once it was sent and posted and
+        // message m-1 on that channel is done.
         double? Completion(int rank, IssueEvent e, double issue, int match)
         {
             if (e.IsGroupCollective)
             {
-                if (match >= issues.Count || issues[match].Any(double.IsNaN)) return null;
-                return issues[match].Max() + cost.Time(e, rank);
+                while (groupDone.Count <= match)
+                {
+                    int k = groupDone.Count;
+                    if (issues[k].Any(double.IsNaN)) return null;
+                    double start = Math.Max(issues[k].Max(), k > 0 ? groupDone[k - 1] : 0);
+                    groupDone.Add(start + cost.Time(groupEvents[k], rank));
+                }
+                return groupDone[match];
             }
             if (e.Kind == CollectiveKind.Send) return issue;
             var channel = (e.Source, rank);
-            if (!sends.TryGetValue(channel, out var times) || match >= times.Count) return null;
-            return Math.Max(issue, times[match]) + cost.Time(e, rank);
+            if (!channelDone.TryGetValue(channel, out var done)) channelDone[channel] = done = new();
+            while (done.Count <= match)
+            {
+                int m = done.Count;
+                if (!sends.TryGetValue(channel, out var times) || m >= times.Count) return null;
+                var receive = posted[channel][m];
+                double begin = Math.Max(Math.Max(receive.Issue, times[m]), m > 0 ? done[m - 1] : 0);
+                done.Add(begin + cost.Time(receive.Event, rank));
+            }
+            return done[match];
         }
 
         bool progressed = true;
@@ -71,6 +93,7 @@ public static class VirtualClock
                         {
                             match = groupCalls[r]++;
                             while (issues.Count <= match) issues.Add(Enumerable.Repeat(double.NaN, w).ToArray());
+                            if (groupEvents.Count <= match) groupEvents.Add(i);
                             issues[match][r] = clock[r];
                         }
                         if (i.Kind is CollectiveKind.Send or CollectiveKind.SendRecv)
@@ -84,8 +107,9 @@ public static class VirtualClock
                         {
                             CheckPeer(i.Source, w, r);
                             var channel = (i.Source, r);
-                            match = receives.GetValueOrDefault(channel);
-                            receives[channel] = match + 1;
+                            if (!posted.TryGetValue(channel, out var list)) posted[channel] = list = new();
+                            match = list.Count;
+                            list.Add((i, clock[r]));
                         }
                         pending[r][i.Handle] = (i, clock[r], match);
                         sent[r] = sent[r].Add(cost.Sent(i, r));
