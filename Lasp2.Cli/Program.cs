@@ -1,26 +1,4 @@
-using Lasp2.Cli.Commands;
-using Spectre.Console.Cli;
+using Lasp2.Cli;
 
-// `lasp2`: a thin front over the library. Each command lives in Commands/ and calls Lasp2.Research.
-var app = new CommandApp();
-app.Configure(config =>
-{
-    config.SetApplicationName("lasp2");
-    config.AddCommand<VerifyCommand>("verify")
-          .WithDescription("Check every form and method against the single-device reference; exits non-zero on any failure.");
-    config.AddCommand<BenchCommand>("bench")
-          .WithDescription("Benchmark every method against the measured matmul peak; CSV and HTML charts in data/.");
-    config.AddCommand<SimulateCommand>("simulate")
-          .WithDescription("Predict iteration time, exposed communication, bytes per link and memory of each method on a modelled cluster (up to 128 ranks).");
-    config.AddCommand<SimulateCheckCommand>("simulate-check")
-          .WithDescription("Check the cluster model against this machine's measured MPI bench runs (error per method).");
-    config.AddCommand<SimulatePaperCommand>("simulate-paper")
-          .WithDescription("The paper's Fig. 3, Table 5 and Table 6 predicted next to the published numbers, and the fastest method over (N, W, network).");
-    config.AddCommand<LaunchCommand>("launch")
-          .WithDescription("Run a lasp2 command as an N-rank MPI job: lasp2 launch -n 4 -- comm-selftest");
-    config.AddCommand<CommSelfTestCommand>("comm-selftest").IsHidden();
-    config.AddCommand<CommBenchCommand>("comm-bench").IsHidden();
-    config.AddCommand<TimeLayerCommand>("time-layer").IsHidden()
-          .WithDescription("Time one layer fwd+bwd: a method on W in-process ranks vs the single-device chunked kernel.");
-});
-return app.Run(args);
+// `lasp2`: a thin front over the library. Each command lives in Commands/ and calls Lasp2.Research; Lasp2App registers them.
+return Lasp2App.Run(args);

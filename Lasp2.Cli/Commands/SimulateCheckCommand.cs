@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using System.ComponentModel;
 using System.Globalization;
 using Lasp2.Research.Simulation;
@@ -19,26 +20,24 @@ public sealed class SimulateCheckCommand : Command<SimulateCheckCommand.Settings
         [CommandOption("--bench <CSV>"), Description("Bench CSV with MPI runs and single-device (W = 1, in-process) runs of the same shapes. Default data/bench.csv.")]
         public string Bench { get; init; } = "data/bench.csv";
 
-        [CommandOption("--alpha-us <US>"), Description("Measured MPI latency per message, microseconds (> 0), e.g. from `lasp2 launch -n 2 -- comm-bench`.")]
+        [CommandOption("--alpha-us <US>"), OptionRange(0, MinimumExclusive = true), Description("Measured MPI latency per message, microseconds (> 0), e.g. from `lasp2 launch -n 2 -- comm-bench`.")]
         public double? AlphaMicroseconds { get; init; }
 
-        [CommandOption("--gbps <GBPS>"), Description("Measured MPI loopback bandwidth, GB/s (> 0).")]
+        [CommandOption("--gbps <GBPS>"), OptionRange(0, MinimumExclusive = true), Description("Measured MPI loopback bandwidth, GB/s (> 0).")]
         public double? Gbps { get; init; }
 
-        [CommandOption("--cores <N>"), Description("Cores the ranks shared (>= 1). Default: this machine's.")]
+        [CommandOption("--cores <N>"), OptionRange(1), Description("Cores the ranks shared (>= 1). Default: this machine's.")]
         public int? Cores { get; init; }
 
         [CommandOption("--out <CSV>"), Description("CSV to write. Default data/simulate-validation.csv.")]
         public string Out { get; init; } = "data/simulate-validation.csv";
 
-        public override ValidationResult Validate()
+        public override ValidationResult Validate() => Lasp2App.Validate(() =>
         {
-            if (AlphaMicroseconds is not > 0) return ValidationResult.Error("--alpha-us is required and must be > 0 (microseconds).");
-            if (Gbps is not > 0) return ValidationResult.Error("--gbps is required and must be > 0 (GB/s).");
-            if (Cores is < 1) return ValidationResult.Error($"--cores must be >= 1; got {Cores}.");
-            if (!File.Exists(Bench)) return ValidationResult.Error($"--bench file '{Bench}' does not exist.");
-            return ValidationResult.Success();
-        }
+            if (AlphaMicroseconds is null) throw new ArgumentException("--alpha-us is required: the measured MPI latency per message in microseconds (> 0).", "--alpha-us");
+            if (Gbps is null) throw new ArgumentException("--gbps is required: the measured MPI loopback bandwidth in GB/s (> 0).", "--gbps");
+            if (!File.Exists(Bench)) throw new ArgumentException($"--bench = '{Bench}' does not exist.", "--bench");
+        });
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)

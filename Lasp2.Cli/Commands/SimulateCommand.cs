@@ -27,22 +27,22 @@ public sealed class SimulateCommand : Command<SimulateCommand.Settings>
         [CommandOption("--seq <LIST>"), Description("Sequence lengths: a list (2K,512K) or a doubling range (2K..2048K); K = 1024, M = 1048576. Default 2K..2048K.")]
         public string Seq { get; init; } = "2K..2048K";
 
-        [CommandOption("--heads <H>"), Description("Query heads (>= 1). Default 16.")]
+        [CommandOption("--heads <H>"), OptionRange(1), Description("Query heads (>= 1). Default 16.")]
         public int Heads { get; init; } = 16;
 
-        [CommandOption("--kv-heads <HKV>"), Description("KV heads of softmax methods (divides --heads). Default = --heads.")]
+        [CommandOption("--kv-heads <HKV>"), OptionRange(1), Description("KV heads of softmax methods (divides --heads). Default = --heads.")]
         public int? KvHeads { get; init; }
 
-        [CommandOption("--dim <D>"), Description("Head dimension d_k = d_v (>= 1). Default 128.")]
+        [CommandOption("--dim <D>"), OptionRange(1), Description("Head dimension d_k = d_v (>= 1). Default 128.")]
         public int Dim { get; init; } = 128;
 
-        [CommandOption("--layers <L>"), Description("Layers (>= 1). Default 16.")]
+        [CommandOption("--layers <L>"), OptionRange(1), Description("Layers (>= 1). Default 16.")]
         public int Layers { get; init; } = 16;
 
-        [CommandOption("--batch <B>"), Description("Batch size (>= 1). Default 1.")]
+        [CommandOption("--batch <B>"), OptionRange(1), Description("Batch size (>= 1). Default 1.")]
         public int Batch { get; init; } = 1;
 
-        [CommandOption("--block <L>"), Description("Block length of the chunked kernels (>= 1). Default 64.")]
+        [CommandOption("--block <L>"), OptionRange(1), Description("Block length of the chunked kernels (>= 1). Default 64.")]
         public int Block { get; init; } = 64;
 
         [CommandOption("--mask <MASK>"), Description("causal or none. Default causal.")]
@@ -57,42 +57,45 @@ public sealed class SimulateCommand : Command<SimulateCommand.Settings>
         [CommandOption("--topology <NAME>"), Description("A stored topology (data/topologies/<name>.json: a100-dgx, h100-dgx, ethernet-100g) or a path to a .json file. Default a100-dgx.")]
         public string Topology { get; init; } = "a100-dgx";
 
-        [CommandOption("--gather-chunks <K>"), Description("lasp2 only: split the state AllGather into K AllGathers (1..1024). Default 1.")]
+        [CommandOption("--gather-chunks <K>"), OptionRange(1, 1024), Description("lasp2 only: split the state AllGather into K AllGathers (1..1024). Default 1.")]
         public int GatherChunks { get; init; } = 1;
 
         [CommandOption("--out <CSV>"), Description("CSV to write; the chart goes beside it (.html). Default data/simulate.csv.")]
         public string Out { get; init; } = "data/simulate.csv";
 
-        public override ValidationResult Validate()
+        public override ValidationResult Validate() => Lasp2App.Validate(() =>
         {
-            if (Heads < 1 || Dim < 1 || Layers < 1 || Batch < 1 || Block < 1)
-                return ValidationResult.Error("--heads, --dim, --layers, --batch and --block must be >= 1.");
-            if (KvHeads is { } kv && (kv < 1 || Heads % kv != 0)) return ValidationResult.Error($"--kv-heads must be >= 1 and divide --heads ({Heads}); got {kv}.");
-            if (Mask is not ("causal" or "none")) return ValidationResult.Error($"--mask must be causal or none; got '{Mask}'.");
-            if (Layout is not ("contiguous" or "zigzag")) return ValidationResult.Error($"--layout must be contiguous or zigzag; got '{Layout}'.");
-            if (GatherChunks is < 1 or > 1024) return ValidationResult.Error($"--gather-chunks must be in 1..1024; got {GatherChunks}.");
-            try
-            {
-                foreach (int w in SweepArguments.Integers(Gpus, "--gpus"))
-                    if (w > 128) return ValidationResult.Error($"--gpus takes world sizes in 1..128; got {w}.");
-                SweepArguments.Lengths(Seq);
-                ModelSpec.Get(Model);
-                foreach (var m in Methods()) MethodRegistry.Get(m);
-            }
-            catch (ArgumentException e)
-            {
-                return ValidationResult.Error(e.Message);
-            }
-            return ValidationResult.Success();
-        }
+            if (KvHeads is { } kv && Heads % kv != 0) throw new ArgumentException($"--kv-heads = {kv} must divide --heads = {Heads}.", "--kv-heads");
+            Guards.OneOf(Mask, ["causal", "none"], "--mask");
+            Guards.OneOf(Layout, ["contiguous", "zigzag"], "--layout");
+            foreach (int w in SweepArguments.Integers(Gpus, "--gpus")) Guards.InRange(w, 1, 128, "--gpus");
+            _ = SweepArguments.Lengths(Seq);
+            Guards.OneOf(Model, ModelSpec.Presets.Select(p => p.Name).ToList(), "--model");
+            foreach (var m in Methods()) Guards.OneOf(m, MethodSchedules.Methods, "--method");
+            if (Directory.Exists(Out)) throw new ArgumentException($"--out = '{Out}' is a directory; it must be a CSV file.", "--out");
+            _ = ResolveTopology(Topology);
+        });
 
         public IReadOnlyList<string> Methods() =>
             Method == "all" ? MethodSchedules.Methods : SweepArguments.List(Method);
     }
 
+    /// <summary>The stored topology or .json file <paramref name="name"/>; an unknown one is an error naming --topology.</summary>
+    internal static Topology ResolveTopology(string name, string option = "--topology")
+    {
+        try
+        {
+            return Research.Simulation.Topology.Resolve(name, Directory.GetCurrentDirectory());
+        }
+        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or System.Text.Json.JsonException)
+        {
+            throw new ArgumentException($"{option} = '{name}': {Lasp2App.OneLine(e)}", option);
+        }
+    }
+
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        var topology = Topology.Resolve(settings.Topology, Directory.GetCurrentDirectory());
+        var topology = ResolveTopology(settings.Topology);
         var model = ModelSpec.Get(settings.Model);
         var layout = settings.Layout == "zigzag" ? Lasp2.Reference.Layout.Zigzag : Lasp2.Reference.Layout.Contiguous;
         bool causal = settings.Mask == "causal";

@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using System.ComponentModel;
 using System.Globalization;
 using Lasp2.Charts;
@@ -26,16 +27,19 @@ public sealed class SimulatePaperCommand : Command<SimulatePaperCommand.Settings
         [CommandOption("--data <DIR>"), Description("Folder with published-*.csv, and where the results go. Default data.")]
         public string Data { get; init; } = "data";
 
-        public override ValidationResult Validate() =>
-            Directory.Exists(Data) ? ValidationResult.Success() : ValidationResult.Error($"--data folder '{Data}' does not exist.");
+        public override ValidationResult Validate() => Lasp2App.Validate(() =>
+        {
+            if (!Directory.Exists(Data)) throw new ArgumentException($"--data = '{Data}' is not a folder.", "--data");
+            _ = SimulateCommand.ResolveTopology(Topology);
+            foreach (var t in Research.Bench.SweepArguments.List(FrontierTopologies)) _ = SimulateCommand.ResolveTopology(t, "--frontier-topologies");
+        });
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        string root = Directory.GetCurrentDirectory();
-        var topology = Research.Simulation.Topology.Resolve(settings.Topology, root);
+        var topology = SimulateCommand.ResolveTopology(settings.Topology);
         var frontierTopologies = Research.Bench.SweepArguments.List(settings.FrontierTopologies)
-                                         .Select(t => Research.Simulation.Topology.Resolve(t, root)).ToList();
+                                         .Select(t => SimulateCommand.ResolveTopology(t, "--frontier-topologies")).ToList();
         var (calibrated, overhead, rows, fig3) = PaperFigures.Predict(topology, settings.Data);
         string F(double x, string format) => double.IsNaN(x) ? "-" : x.ToString(format, CultureInfo.InvariantCulture);
         var table = new Table().Title($"the paper predicted on {topology.Name} (fitted: efficiency {F(calibrated.Device.Efficiency, "0.000")}, fixed {F(overhead, "0.000")} s per iteration)");
@@ -77,7 +81,7 @@ public sealed class SimulatePaperCommand : Command<SimulatePaperCommand.Settings
             .Select(g => new Series($"{g.Key.Topology} {g.Key.Kind}: {g.Key.Fastest}", g.Select(p => (double)p.Seq * offsets[p.Topology]).ToArray(),
                                     g.Select(p => (double)p.Gpus * (g.Key.Kind == "linear" ? 1 : 1.12)).ToArray()))
             .ToArray();
-        Charts.Charts.Scatter("Fastest method per layer kind over (N, W, network) (x nudged per network, softmax y nudged up)",
+        Chart.Scatter("Fastest method per layer kind over (N, W, network) (x nudged per network, softmax y nudged up)",
                               "sequence length N", "GPUs W", series).WithLogX().WithLogY()
               .SaveHtml(Path.Combine(settings.Data, "simulate-frontier.html"));
         foreach (var g in frontier.GroupBy(p => (p.Topology, p.Kind)))

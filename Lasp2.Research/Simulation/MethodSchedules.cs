@@ -96,8 +96,8 @@ public static class MethodSchedules
         if (!s.Causal) throw new ArgumentException("lasp1 is causal only.", nameof(s));
         int pieces = SequenceLayout.PiecesPerRank(s.Layout);
         long length = s.Local / pieces;
-        var owners = Lasp1Ring.PieceOwners(s.WorldSize, s.Layout);
-        var mine = Enumerable.Range(0, pieces).Select(slot => StatePrefix.GlobalPiece(rank, slot, s.WorldSize, s.Layout)).ToArray();
+        var owners = SequenceLayout.PieceOwners(s.WorldSize, s.Layout);
+        var mine = Enumerable.Range(0, pieces).Select(slot => SequenceLayout.GlobalPiece(rank, slot, s.WorldSize, s.Layout)).ToArray();
         double rows = Rows(s), state = PhaseFlops.StateProduct(rows, length, s.DimK, s.DimV);
         var forward = new TraceBuilder();
         foreach (int piece in mine)

@@ -36,7 +36,7 @@ public static class SimulationTable
 
     /// <summary>Tokens/s against N, one line per (method, gpus, topology); log-log.</summary>
     public static Figure Throughput(IReadOnlyList<SimulationResult> results, string title) =>
-        Charts.Charts.Line(title, "sequence length N (tokens)", "tokens / s (predicted)",
+        Chart.Line(title, "sequence length N (tokens)", "tokens / s (predicted)",
             results.GroupBy(r => (r.Method, r.WorldSize, r.Topology))
                    .Select(g => new Series($"{g.Key.Method} W={g.Key.WorldSize} {g.Key.Topology}",
                                            g.Select(r => (double)r.Seq).ToArray(), g.Select(r => r.TokensPerSecond).ToArray()))

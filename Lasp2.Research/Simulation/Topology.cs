@@ -56,17 +56,26 @@ public sealed record Topology(string Name, string Description, int GpusPerNode, 
     }
 
     /// <summary>
-    /// The stored topology <paramref name="name"/> (data/topologies/&lt;name&gt;.json under <paramref name="root"/>), or a
-    /// path to a .json file; an unknown name is an error listing the stored ones.
+    /// The stored topology <paramref name="name"/> (data/topologies/&lt;name&gt;.json in <paramref name="directory"/> or the
+    /// nearest parent that has that folder, i.e. the repository's), or a path to a .json file; an unknown name is an
+    /// error listing the stored ones.
     /// </summary>
-    public static Topology Resolve(string name, string root)
+    public static Topology Resolve(string name, string directory)
     {
         if (name.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) return Load(name);
-        var folder = Path.Combine(root, Folder);
-        var path = Path.Combine(folder, name + ".json");
-        if (File.Exists(path)) return Load(path);
-        string[] known = Directory.Exists(folder) ? Directory.GetFiles(folder, "*.json").Select(f => Path.GetFileNameWithoutExtension(f)).Order().ToArray() : [];
-        throw new ArgumentException($"unknown topology '{name}'; stored: {string.Join(", ", known)} (or a path to a .json file).", nameof(name));
+        var folder = StoredFolder(directory);
+        var path = folder is null ? null : Path.Combine(folder, name + ".json");
+        if (path is not null && File.Exists(path)) return Load(path);
+        string[] known = folder is null ? [] : Directory.GetFiles(folder, "*.json").Select(f => Path.GetFileNameWithoutExtension(f)).Order().ToArray();
+        throw new ArgumentException($"not a stored topology; stored: {string.Join(", ", known)} (or a path to a .json file).", nameof(name));
+    }
+
+    /// <summary>data/topologies in <paramref name="directory"/> or its nearest parent that has one; null if none.</summary>
+    public static string? StoredFolder(string directory)
+    {
+        for (var d = new DirectoryInfo(directory); d is not null; d = d.Parent)
+            if (Directory.Exists(Path.Combine(d.FullName, Folder))) return Path.Combine(d.FullName, Folder);
+        return null;
     }
 
     Topology Checked(string path)
