@@ -37,6 +37,9 @@ public static class ModelValidation
             if (calibration is null) continue;
             var calibrationShape = calibration.Shape();
             double flops = SimulationFlops(run.Method, calibrationShape);
+            if (calibration.Threads != 1 && double.IsNaN(oneThreadFactor))
+                throw new InvalidDataException($"{benchCsv}: the single-device {run.Method} run used {calibration.Threads} threads and the CSV has no "
+                                               + "kernel runs on 1 and 2 threads to scale it to the MPI ranks' one thread.");
             double rate = flops / calibration.Seconds * (calibration.Threads == 1 ? 1.0 : oneThreadFactor) * Math.Min(1.0, (double)cores / run.WorldSize);
             var topology = Machine(alphaSeconds, bytesPerSecond, rate, run.WorldSize);
             var predicted = Simulator.Run(run.Method, shape, 1, ModelSpec.AttentionOnly, topology).Seconds;
