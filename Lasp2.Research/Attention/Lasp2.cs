@@ -93,7 +93,7 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
             var orderedGammas = SequenceLayout.ToSequenceOrder(gammas, layout);              // [W*P,1,H,1,1]
             Tensor Before() => StatePrefix.Exclusive(ordered, orderedGammas, dim: 0).Prefixes;
             Tensor After() => StatePrefix.ExclusiveSuffix(ordered, orderedGammas, dim: 0).Suffixes;
-            var folded = !Options.Causal ? Before() + After() : backward ? After() : Before();
+            var folded = !Options.Causal ? Before().Plus(After()) : backward ? After() : Before();
             return SequenceLayout.RankPieces(folded, Group.Rank, Group.WorldSize, layout);
         }
 
