@@ -148,14 +148,18 @@ public sealed record Gates(Recurrence Recurrence, Tensor? LogGate = null, Tensor
     /// <summary>The gate and beta tensors that are present, in that order (the differentiable inputs beside q, k, v).</summary>
     public Tensor[] Tensors => new[] { LogGate, Beta }.OfType<Tensor>().ToArray();
 
-    /// <summary>The same recurrence with these tensors in place of <see cref="Tensors"/> (same order).</summary>
-    public Gates With(IReadOnlyList<Tensor> tensors)
+    /// <summary>The gates of <paramref name="recurrence"/> from its tensors in the order of <see cref="Tensors"/>.</summary>
+    public static Gates Of(Recurrence recurrence, IReadOnlyList<Tensor> tensors)
     {
-        if (tensors.Count != Tensors.Length)
-            throw new ArgumentException($"expected {Tensors.Length} gate tensors, got {tensors.Count}.", nameof(tensors));
-        int i = 0;
-        return this with { LogGate = LogGate is null ? null : tensors[i++], Beta = Beta is null ? null : tensors[i] };
+        ArgumentNullException.ThrowIfNull(recurrence);
+        int expected = (recurrence.Gate != GateShape.None ? 1 : 0) + (recurrence.Beta ? 1 : 0);
+        if (tensors.Count != expected)
+            throw new ArgumentException($"the {recurrence.Name} recurrence takes {expected} gate tensors, got {tensors.Count}.", nameof(tensors));
+        return new Gates(recurrence, recurrence.Gate != GateShape.None ? tensors[0] : null, recurrence.Beta ? tensors[^1] : null);
     }
+
+    /// <summary>The same recurrence with these tensors in place of <see cref="Tensors"/> (same order).</summary>
+    public Gates With(IReadOnlyList<Tensor> tensors) => Of(Recurrence, tensors);
 
     /// <summary>Per-token log a_t broadcastable against [B, H, N, Dk]: [B, H, N, 1] or [B, H, N, Dk]; null without a gate.</summary>
     internal Tensor? LogGateByKey => Recurrence.Gate switch

@@ -46,6 +46,7 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
     {
         ArgumentNullException.ThrowIfNull(group);
         ArgumentNullException.ThrowIfNull(options);
+        MethodChecks.Validate(this, group, q, k, v, options);
         var lambda = Kernel.Check(q, k, v, options.Decay, options.BlockSize, options.Causal);
         if (options.Layout == Layout.Zigzag && q.shape[2] % 2 != 0)
             throw new ArgumentException(
