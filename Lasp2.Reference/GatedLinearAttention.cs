@@ -32,9 +32,9 @@ public static class GatedLinearAttention
             {
                 // delta rule: S <- S + beta_t k_t^T (v_t - k_t S) = (I - beta_t k_t^T k_t) S + beta_t k_t^T v_t
                 var betaT = beta.narrow(2, t, 1).unsqueeze(-1);                              // [B,H,1,1]
-                state = state + kt.transpose(-2, -1).matmul(betaT * (vt - kt.matmul(state)));
+                state = state.Plus(kt.transpose(-2, -1).matmul(betaT * vt.Minus(kt.matmul(state))));
             }
-            else state = state + kt.transpose(-2, -1).matmul(vt);                           // S <- S + k_t^T v_t
+            else state = state.Plus(kt.transpose(-2, -1).matmul(vt));                           // S <- S + k_t^T v_t
             outputs.Add(qt.matmul(state));                                                   // o_t = q_t S_t
         }
         return (cat(outputs, 2).MoveToOuterDisposeScope(), state.MoveToOuterDisposeScope());
@@ -66,9 +66,9 @@ public static class GatedLinearAttention
             long length = Math.Min(blockSize, q.shape[2] - start);
             var qb = q.narrow(2, start, length);                                             // [B,H,L,Dk]
             var block = Block.Of(k.narrow(2, start, length), v.narrow(2, start, length), gates.Narrow(start, length));
-            var values = block.Correction is { } w ? block.Values - w.matmul(state) : block.Values; // U [B,H,L,Dv]
-            outputs.Add((qb * block.CumulativeGate.exp()).matmul(state) + block.Scores(qb).matmul(values));
-            state = block.EndLogGate.exp().unsqueeze(-1) * state + block.DecayedKeys.transpose(-2, -1).matmul(values);
+            var values = block.Correction is { } w ? block.Values.Minus(w.matmul(state)) : block.Values; // U [B,H,L,Dv]
+            outputs.Add((qb * block.CumulativeGate.exp()).matmul(state).Plus(block.Scores(qb).matmul(values)));
+            state = (block.EndLogGate.exp().unsqueeze(-1) * state).Plus(block.DecayedKeys.transpose(-2, -1).matmul(values));
         }
         return (cat(outputs, 2).MoveToOuterDisposeScope(), state.MoveToOuterDisposeScope());
     }
@@ -95,7 +95,7 @@ public static class GatedLinearAttention
             var blockTransition = block.Transition(recurrence);
             var blockState = block.DecayedKeys.transpose(-2, -1).matmul(block.Values);      // B_b = Ktilde^T T beta V
             transition = recurrence.Compose(blockTransition, transition);                    // A_b A
-            state = recurrence.Apply(blockTransition, state) + blockState;                  // A_b B + B_b
+            state = recurrence.Apply(blockTransition, state).Plus(blockState);                  // A_b B + B_b
         }
         return (transition.MoveToOuterDisposeScope(), state.MoveToOuterDisposeScope());
     }
@@ -145,7 +145,7 @@ public static class GatedLinearAttention
                 var strict = ones(length, length, dtype: ScalarType.Bool, device: k.device).tril(-1);
                 var lower = betaColumn * k.matmul(k.transpose(-2, -1)) * ratios.squeeze(-1) * strict.to(k.dtype);
                 var identity = eye(length, dtype: k.dtype, device: k.device);
-                var inverse = linalg.solve_triangular(identity + lower, identity.expand_as(lower), upper: false); // T [B,H,L,L]
+                var inverse = linalg.solve_triangular(identity.Plus(lower), identity.expand_as(lower), upper: false); // T [B,H,L,L]
                 values = inverse.matmul(betaColumn * v);                                          // T beta V
                 correction = inverse.matmul(betaColumn * cumulative.exp() * k);                   // W = T beta gamma K
             }
@@ -159,7 +159,7 @@ public static class GatedLinearAttention
         static Tensor SegmentSums(Tensor logGate)
         {
             long length = logGate.shape[2];
-            var m = arange(length, device: logGate.device);
+            var m = Scalars.Range(0, length, device: logGate.device);
             var (i, j) = (m.view(-1, 1, 1), m.view(1, -1, 1));
             var between = (m.view(1, 1, -1) > j).logical_and(m.view(1, 1, -1) <= i).to(logGate.dtype); // [L(i),L(j),L(m)]
             var sums = logGate.transpose(2, 3).matmul(between.view(length * length, length).t()); // [B,H,1|Dk,L*L]
@@ -177,8 +177,8 @@ public static class GatedLinearAttention
         {
             TransitionKind.Scalar => EndLogGate.squeeze(-1).exp(),
             TransitionKind.Diagonal => EndLogGate.exp(),
-            _ => EndLogGate.exp().unsqueeze(-1) * eye(Keys.shape[3], dtype: Keys.dtype, device: Keys.device)
-                 - DecayedKeys.transpose(-2, -1).matmul(Correction!),
+            _ => (EndLogGate.exp().unsqueeze(-1) * eye(Keys.shape[3], dtype: Keys.dtype, device: Keys.device))
+                 .Minus(DecayedKeys.transpose(-2, -1).matmul(Correction!)),
         };
     }
 }

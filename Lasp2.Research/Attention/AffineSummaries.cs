@@ -131,7 +131,7 @@ sealed class AffineFunction : autograd.SingleTensorFunction<AffineFunction>
             var (transition, state) = GatedLinearAttention.Summary(leaves[0], leaves[1], Gates.Of(call.Recurrence, leaves[2..]), call.BlockSize);
             var grads = Grads([transition, state], leaves,
                               [call.Recurrence.TransitionGradient(leaving[p], entering[p]), leaving[p]]);
-            for (int i = 0; i < grads.Length; i++) pieceGrads[p][i + 1] = pieceGrads[p][i + 1] + grads[i];
+            for (int i = 0; i < grads.Length; i++) pieceGrads[p][i + 1] = pieceGrads[p][i + 1].Plus(grads[i]);
         }
         var result = Enumerable.Range(0, count)
             .Select(i => call.NeedsGrad[i] ? AffineCall.Join(pieceGrads.Select(g => g[i]).ToList()).MoveToOuterDisposeScope() : null!)

@@ -105,7 +105,7 @@ public sealed class AllScan(int columnBlocks = 4) : ISequenceParallelAttention
                     var part = from is { } source
                         ? group.Recv([.. added[slot].shape[..^1], length], added[slot].dtype, source)
                         : first ? zeros_like(added[slot].narrow(-1, start, length)) : carried!.narrow(-1, start, length);
-                    var result = map(slot, part) + added[slot].narrow(-1, start, length);
+                    var result = map(slot, part).Plus(added[slot].narrow(-1, start, length));
                     if (to is { } destination) group.Send(result.contiguous(), destination);
                     parts.Add(part);
                     outgoing.Add(result);

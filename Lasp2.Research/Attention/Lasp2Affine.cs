@@ -66,7 +66,7 @@ public sealed class Lasp2Affine : ISequenceParallelAttention
             var prefixes = new Tensor[count];
             prefixes[0] = zeros_like(allStates[0]);
             for (long u = 0; u + 1 < count; u++)
-                prefixes[u + 1] = recurrence.Apply(allTransitions[u], prefixes[u]) + allStates[u];
+                prefixes[u + 1] = recurrence.Apply(allTransitions[u], prefixes[u]).Plus(allStates[u]);
             var entering = StatePrefix.RankPieces(stack(prefixes), group.Rank, group.WorldSize, layout).unbind(0)
                                       .Select(p => p.MoveToOuterDisposeScope()).ToArray();
             return (entering, [allTransitions.MoveToOuterDisposeScope()]);                   // [W*P, ...A]
@@ -82,7 +82,7 @@ public sealed class Lasp2Affine : ISequenceParallelAttention
             var suffixes = new Tensor[count];
             suffixes[count - 1] = zeros_like(ordered[0]);
             for (long u = count - 1; u > 0; u--)
-                suffixes[u - 1] = recurrence.ApplyTransposed(all[u], suffixes[u]) + ordered[u];
+                suffixes[u - 1] = recurrence.ApplyTransposed(all[u], suffixes[u]).Plus(ordered[u]);
             return StatePrefix.RankPieces(stack(suffixes), group.Rank, group.WorldSize, layout).unbind(0)
                               .Select(g => g.MoveToOuterDisposeScope()).ToArray();
         }

@@ -38,7 +38,7 @@ public static class GatedInputs
         Tensor Normal(params long[] shape) => randn(shape, dtype: dtype, generator: generator);
         var q = Normal(batch, heads, seq, dimK);
         var k = Normal(batch, heads, seq, dimK);
-        if (recurrence.Beta) k = nn.functional.normalize(k, p: 2, dim: -1);                  // unit keys, as DeltaNet models use
+        if (recurrence.Beta) k = k / (k * k).sum(-1, keepdim: true).sqrt();                  // unit keys, as DeltaNet models use
         var inputs = new Dictionary<string, Tensor> { ["q"] = q, ["k"] = k, ["v"] = Normal(batch, heads, seq, dimV) };
         if (recurrence == Recurrence.Decay)
             inputs["g"] = Gates.ConstantDecay(lambda ?? DefaultDecay(heads), batch, seq, dtype).LogGate!;
@@ -54,7 +54,7 @@ public static class GatedInputs
             };
             using var meanTensor = tensor(mean, dtype: dtype);
             using var spreadTensor = tensor(spread, dtype: dtype);
-            inputs["g"] = nn.functional.logsigmoid(Normal(shape) * spreadTensor + meanTensor);  // log a = logsigmoid(z)
+            inputs["g"] = nn.functional.logsigmoid((Normal(shape) * spreadTensor).Plus(meanTensor));  // log a = logsigmoid(z)
         }
         if (recurrence.Beta)
         {
