@@ -93,12 +93,12 @@ public class GatedDistributedTests
         Prop.ForAll(GatedDistributedArbitraries.Cases(gatedMethodsOnly: true), c =>
         {
             using var scope = NewDisposeScope();
-            var shape = new CommShape(c.Batch, c.Heads, c.Heads, c.Seq, c.DimK, c.DimV, c.WorldSize, sizeof(double), c.Layout, Causal: true);
+            var shape = new CommShape(c.Batch, c.Heads, c.Heads, c.Seq, c.DimK, c.DimV, c.WorldSize, sizeof(double), c.Layout, Causal: true, c.Recurrence);
             var reports = GatedChecks.RunInProcess(c.Config);
             foreach (var report in reports)
             {
                 int rank = Array.IndexOf(reports, report);
-                var prediction = GatedCommModel.Predict(c.Method, shape, c.Recurrence, rank);
+                var prediction = CommModel.Predict(c.Method, shape, rank);
                 var expected = prediction.Forward.Calls.Concat(prediction.Backward.Calls)
                     .GroupBy(call => call.Kind)
                     .ToDictionary(g => g.Key, g => (Calls: g.Sum(x => x.Calls), Sent: g.Sum(x => x.BytesSent), Received: g.Sum(x => x.BytesReceived)));

@@ -79,14 +79,14 @@ static class RecurrenceSweep
             bool matches = CommMatches(report, mpiGroup?.Rank ?? 0);
             results.AddRange(report.Checks);
             results.Add(new CheckResult(config.Label, "comm",
-                matches ? new ErrorStats(0, 0) : new ErrorStats(double.PositiveInfinity, double.PositiveInfinity), 0));
+                matches ? new ErrorStats(0, 0) : new ErrorStats(double.PositiveInfinity, double.PositiveInfinity), 0, Elements: 1));
             return new Row(config, report, matches, null);
         }
         catch (Exception error) when (mpiGroup is null)
         {
             // In-process: the sweep goes on and the failure is counted; under MPI a failing rank takes the job down.
-            results.Add(new CheckResult(config.Label, "error", new ErrorStats(double.PositiveInfinity, double.PositiveInfinity), 0));
-            return new Row(config, null, false, (error.InnerException ?? error).Message);
+            results.Add(new CheckResult(config.Label, "error", new ErrorStats(double.PositiveInfinity, double.PositiveInfinity), 0, 0));
+            return new Row(config, null, false, Lasp2App.OneLine(error.InnerException ?? error));
         }
     }
 
@@ -95,8 +95,8 @@ static class RecurrenceSweep
     {
         var c = report.Config;
         var shape = new CommShape(c.Batch, c.Heads, c.Heads, c.Seq, c.DimK, c.DimV, c.WorldSize,
-                                  c.Dtype == torch.ScalarType.Float64 ? 8 : 4, c.Layout, Causal: true);
-        var prediction = GatedCommModel.Predict(c.Method, shape, c.Recurrence, rank);
+                                  c.Dtype == torch.ScalarType.Float64 ? 8 : 4, c.Layout, Causal: true, c.Recurrence);
+        var prediction = CommModel.Predict(c.Method, shape, rank);
         var predicted = prediction.Forward.Calls.Concat(prediction.Backward.Calls).GroupBy(x => x.Kind)
             .ToDictionary(g => g.Key, g => (g.Sum(x => x.Calls), g.Sum(x => x.BytesSent), g.Sum(x => x.BytesReceived)));
         var measured = report.Comm.Where(r => r.Calls > 0).ToDictionary(r => r.Kind, r => (r.Calls, r.BytesSent, r.BytesReceived));

@@ -26,11 +26,13 @@ abstract class StatePassing
 }
 
 /// <summary>What one call of an affine-summary method needs beside its tensors.</summary>
-sealed record AffineCall(Recurrence Recurrence, int BlockSize, int PiecesPerRank, bool[] NeedsGrad, StatePassing Passing)
+sealed record AffineCall(Recurrence Recurrence, int BlockSize, Layout Layout, bool[] NeedsGrad, StatePassing Passing)
 {
-    /// <summary>This rank's pieces of a local tensor [B,H,C,...]: itself (contiguous) or its two halves (zigzag).</summary>
-    public Tensor[] Pieces(Tensor x) =>
-        PiecesPerRank == 1 ? [x] : [x.narrow(2, 0, x.shape[2] / 2), x.narrow(2, x.shape[2] / 2, x.shape[2] / 2)];
+    /// <summary>Pieces per rank: 1 (contiguous) or 2 (zigzag).</summary>
+    public int PiecesPerRank => SequenceLayout.PiecesPerRank(Layout);
+
+    /// <summary>This rank's pieces of a local tensor [B,H,C,...], in local order.</summary>
+    public Tensor[] Pieces(Tensor x) => SequenceLayout.LocalPieces(x, Layout);
 
     /// <summary>The inverse of <see cref="Pieces"/>.</summary>
     public static Tensor Join(IList<Tensor> pieces) => pieces.Count == 1 ? pieces[0] : cat(pieces, 2);
@@ -62,7 +64,7 @@ static class AffineSummaries
         var gates = options.Gates ?? Gates.ConstantDecay(lambda, q.shape[0], q.shape[2], q.dtype, q.device);
         gates.Check(q);
         Tensor[] inputs = [q, k, v, .. gates.Tensors];
-        var call = new AffineCall(gates.Recurrence, options.BlockSize, SequenceLayout.PiecesPerRank(options.Layout),
+        var call = new AffineCall(gates.Recurrence, options.BlockSize, options.Layout,
                                   inputs.Select(t => t.requires_grad).ToArray(), passing(gates.Recurrence));
         return AffineFunction.apply([.. inputs, call]);
     }

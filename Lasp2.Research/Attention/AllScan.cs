@@ -34,6 +34,9 @@ public sealed class AllScan(int columnBlocks = 4) : ISequenceParallelAttention
         new(AttentionKind.Linear, Causal: true, Unmasked: false, Decay: true, [Layout.Contiguous, Layout.Zigzag], GroupedKv: false);
 
     /// <inheritdoc/>
+    public FlopAlgorithm Flops => FlopAlgorithm.ChunkedLinear;
+
+    /// <inheritdoc/>
     public IReadOnlyList<Recurrence> Recurrences => Recurrence.All;
 
     /// <inheritdoc/>
@@ -45,17 +48,10 @@ public sealed class AllScan(int columnBlocks = 4) : ISequenceParallelAttention
     /// s = B H Dk Dv e per hop in all; forward the hops go up the chain, backward down it. Sequential steps:
     /// hops + K - 1 (nothing at W = 1).
     /// </summary>
-    public CommPrediction Predict(CommShape shape, int rank)
+    public CommPrediction PredictComm(CommShape shape, int rank)
     {
-        var owners = Lasp1Ring.PieceOwners(shape.WorldSize, shape.Layout);
-        long blocks = Math.Min(ColumnBlocks, shape.DimV), sends = 0, receives = 0, hops = 0;
-        for (int piece = 1; piece < owners.Length; piece++)
-        {
-            if (owners[piece - 1] == owners[piece]) continue;
-            hops++;
-            if (owners[piece - 1] == rank) sends++;
-            if (owners[piece] == rank) receives++;
-        }
+        long blocks = Math.Min(ColumnBlocks, shape.DimV);
+        var (sends, receives, hops) = Lasp1Ring.ChainHops(shape.WorldSize, shape.Layout, rank);
         long steps = hops == 0 ? 0 : hops + blocks - 1;
         DirectionPrediction Direction(long sent, long received) => new(
             new[] { new CommCallPrediction(CommKind.Send, sent * blocks, sent * shape.StateBytes, 0),
@@ -67,9 +63,9 @@ public sealed class AllScan(int columnBlocks = 4) : ISequenceParallelAttention
     /// <summary>The chain passing; keeps only this rank's own transitions for backward.</summary>
     sealed class Chain(IProcessGroup group, Recurrence recurrence, Layout layout, int columnBlocks) : StatePassing
     {
-        readonly int[] owners = Lasp1Ring.PieceOwners(group.WorldSize, layout);
+        readonly int[] owners = SequenceLayout.PieceOwners(group.WorldSize, layout);
         readonly int[] pieces = Enumerable.Range(0, SequenceLayout.PiecesPerRank(layout))
-                                          .Select(slot => StatePrefix.GlobalPiece(group.Rank, slot, group.WorldSize, layout)).ToArray();
+                                          .Select(slot => SequenceLayout.GlobalPiece(group.Rank, slot, group.WorldSize, layout)).ToArray();
         public override (Tensor[] Entering, Tensor[] Kept) Entering(Tensor[] transitions, Tensor[] states) =>
             // forward: pieces in increasing order, P_0 = 0, the state flows to piece u+1
             (Pass(states, ascending: true, (slot, incoming) => recurrence.Apply(transitions[slot], incoming)), transitions);

@@ -29,6 +29,9 @@ public sealed class Lasp2Affine : ISequenceParallelAttention
         new(AttentionKind.Linear, Causal: true, Unmasked: false, Decay: true, [Layout.Contiguous, Layout.Zigzag], GroupedKv: false);
 
     /// <inheritdoc/>
+    public FlopAlgorithm Flops => FlopAlgorithm.ChunkedLinear;
+
+    /// <inheritdoc/>
     public IReadOnlyList<Recurrence> Recurrences => Recurrence.All;
 
     /// <inheritdoc/>
@@ -36,18 +39,18 @@ public sealed class Lasp2Affine : ISequenceParallelAttention
         AffineSummaries.Forward(this, group, q, k, v, options, recurrence => new Gathered(group, recurrence, options.Layout));
 
     /// <summary>
-    /// Per rank: forward one AllGather of P pieces' (A, B): (W-1) P (a + s) e each way, a = B H (1 | Dk | Dk^2) the
-    /// transition, s = B H Dk Dv the state; backward one AllGather of P states: (W-1) P s e. One step each.
+    /// Per rank: forward one AllGather of P pieces' (A, B): (W-1) P (a + S) each way, a = B H (1 | Dk | Dk^2) e the
+    /// transition of <see cref="CommShape.Recurrence"/>, S = B H Dk Dv e the state; backward one AllGather of P
+    /// states: (W-1) P S. One step each.
     /// </summary>
-    public static CommPrediction Predict(CommShape shape, Recurrence recurrence, int rank)
+    public CommPrediction PredictComm(CommShape shape, int rank)
     {
         long w = shape.WorldSize, pieces = SequenceLayout.PiecesPerRank(shape.Layout);
-        long transition = (long)shape.Batch * shape.Heads * recurrence.TransitionElements(shape.DimK) * shape.ElementSize;
+        long transition = (long)shape.Batch * shape.Heads * shape.RecurrenceOrDecay.TransitionElements(shape.DimK) * shape.ElementSize;
         long forward = (w - 1) * pieces * (transition + shape.StateBytes);
         long backward = (w - 1) * pieces * shape.StateBytes;
-        return new("lasp2-affine", rank,
-            new DirectionPrediction([new CommCallPrediction(CommKind.AllGather, 1, forward, forward)], 1),
-            new DirectionPrediction([new CommCallPrediction(CommKind.AllGather, 1, backward, backward)], 1));
+        return new(Name, rank, DirectionPrediction.Of(1, (CommKind.AllGather, 1, forward, forward)),
+                               DirectionPrediction.Of(1, (CommKind.AllGather, 1, backward, backward)));
     }
 
     /// <summary>The AllGather-and-fold passing; keeps every piece's transition (sequence order) for backward.</summary>
@@ -58,7 +61,7 @@ public sealed class Lasp2Affine : ISequenceParallelAttention
             using var scope = NewDisposeScope();
             long transitionSize = transitions[0].numel();
             var packet = stack(transitions.Zip(states, (a, b) => cat([a.flatten(), b.flatten()])).ToList()); // [P, a + s]
-            var ordered = StatePrefix.ToSequenceOrder(group.AllGather(packet), layout);      // [W*P, a + s]
+            var ordered = SequenceLayout.ToSequenceOrder(group.AllGather(packet), layout);      // [W*P, a + s]
             long count = ordered.shape[0];
             var allTransitions = ordered.narrow(1, 0, transitionSize).reshape([count, .. transitions[0].shape]);
             var allStates = ordered.narrow(1, transitionSize, states[0].numel()).reshape([count, .. states[0].shape]);
@@ -67,7 +70,7 @@ public sealed class Lasp2Affine : ISequenceParallelAttention
             prefixes[0] = zeros_like(allStates[0]);
             for (long u = 0; u + 1 < count; u++)
                 prefixes[u + 1] = recurrence.Apply(allTransitions[u], prefixes[u]).Plus(allStates[u]);
-            var entering = StatePrefix.RankPieces(stack(prefixes), group.Rank, group.WorldSize, layout).unbind(0)
+            var entering = SequenceLayout.RankPieces(stack(prefixes), group.Rank, group.WorldSize, layout).unbind(0)
                                       .Select(p => p.MoveToOuterDisposeScope()).ToArray();
             return (entering, [allTransitions.MoveToOuterDisposeScope()]);                   // [W*P, ...A]
         }
@@ -76,14 +79,14 @@ public sealed class Lasp2Affine : ISequenceParallelAttention
         {
             var all = kept[0];                                                                // [W*P, ...A]
             using var scope = NewDisposeScope();
-            var ordered = StatePrefix.ToSequenceOrder(group.AllGather(stack(enteringGradients)), layout); // [W*P,B,H,Dk,Dv]
+            var ordered = SequenceLayout.ToSequenceOrder(group.AllGather(stack(enteringGradients)), layout); // [W*P,B,H,Dk,Dv]
             long count = ordered.shape[0];
             // G_last = 0, G_{u-1} = A_u^T G_u + D_u
             var suffixes = new Tensor[count];
             suffixes[count - 1] = zeros_like(ordered[0]);
             for (long u = count - 1; u > 0; u--)
                 suffixes[u - 1] = recurrence.ApplyTransposed(all[u], suffixes[u]).Plus(ordered[u]);
-            return StatePrefix.RankPieces(stack(suffixes), group.Rank, group.WorldSize, layout).unbind(0)
+            return SequenceLayout.RankPieces(stack(suffixes), group.Rank, group.WorldSize, layout).unbind(0)
                               .Select(g => g.MoveToOuterDisposeScope()).ToArray();
         }
     }

@@ -3,7 +3,7 @@ using static Lasp2.Research.Bench.BenchFrame;
 
 namespace Lasp2.Research.Bench;
 
-/// <summary>One target of issue 7, evaluated on measured rows.</summary>
+/// <summary>One benchmark target, evaluated on measured rows.</summary>
 /// <param name="Name">What is compared.</param>
 /// <param name="Value">The measured value (NaN when the rows are missing).</param>
 /// <param name="Limit">The target bound.</param>
@@ -24,7 +24,7 @@ public static class BenchTargets
     /// <summary>Registry names the targets refer to.</summary>
     public const string Chunked = "chunked", Lasp2 = "lasp2", Lasp1 = "lasp1", RingLinear = "ring-linear";
 
-    /// <summary>Evaluates the three targets of issue 7 on the ok rows of <paramref name="frame"/>.</summary>
+    /// <summary>Evaluates the three benchmark targets on the ok rows of <paramref name="frame"/>.</summary>
     public static IReadOnlyList<TargetResult> Evaluate(DataFrame frame)
     {
         var ok = Ok(frame).Where(r => Text(r, "dtype") == "float32" && Text(r, "mask") == "causal").ToList();
@@ -84,7 +84,7 @@ public static class BenchTargets
     }
 
     /// <summary>
-    /// The paper's speed-ups of LASP-2 (tokens/s ratio minus one; algorithms.md, 64 A100, Linear-Llama3-1B)
+    /// The paper's speed-ups of LASP-2 (tokens/s ratio minus one; arXiv 2502.07563, 64 A100, Linear-Llama3-1B)
     /// beside the ratios measured here for each backend and W at the longest N both methods ran.
     /// </summary>
     public static DataFrame PaperComparison(DataFrame frame)

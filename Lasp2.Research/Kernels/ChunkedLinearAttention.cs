@@ -1,5 +1,4 @@
 using Lasp2.Reference;
-using Lasp2.Research.Attention;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -14,7 +13,7 @@ namespace Lasp2.Research.Kernels;
 /// [B,H,n,L,L] (never C x C, and bounded whatever C is). With W = 1 and no initial state this is plain
 /// single-device chunked linear attention.
 ///
-/// Causal, local index i in the shard, block b with in-block index i' and length L (algorithms.md, form 4):
+/// Causal, local index i in the shard, block b with in-block index i' and length L (docs/algorithms.md, "Single-device forms", form 4):
 ///   s_b = sum_j lambda^(L-1-j) k_j^T v_j,  S_b = lambda^L S_{b-1} + s_b (S_{-1} = S_0; the StatePrefix fold)
 ///   o_i = lambda^(i'+1) q_i S_{b-1} + sum_{j&lt;=i in b} lambda^(i-j) (q_i . k_j) v_j
 /// Unmasked (lambda = 1): o_i = q_i (S_0 + K^T V).
@@ -335,9 +334,7 @@ public static class ChunkedLinearAttention
     /// <summary>lambda_h^e per exponent e: [1,H,1,L,1] (blocked) or [1,H,L,1].</summary>
     static Tensor Powers(double[] lambda, Tensor exponents, bool blocked)
     {
-        var logDecay = tensor(lambda, dtype: exponents.dtype, device: exponents.device).log();
-        return blocked
-            ? (exponents.view(1, 1, 1, -1, 1) * logDecay.view(1, -1, 1, 1, 1)).exp()
-            : (exponents.view(1, 1, -1, 1) * logDecay.view(1, -1, 1, 1)).exp();
+        var powers = Masks.DecayPowers(lambda, exponents).unsqueeze(-1);                    // [1,H,L,1]
+        return blocked ? powers.unsqueeze(2) : powers;
     }
 }

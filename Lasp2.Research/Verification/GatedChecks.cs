@@ -100,7 +100,7 @@ public static class GatedChecks
         }
         double tolerance = Compare.ToleranceFor(config.Dtype);
         var checks = new[] { "o" }.Concat(checkedNames.Select(n => "d" + n))
-            .Select(n => new CheckResult(config.Label, Quantity(n), Compare.Errors(results["ref_" + n], results[n]), tolerance))
+            .Select(n => CheckResult.Of(config.Label, Quantity(n), results["ref_" + n], results[n], tolerance))
             .ToList();
         if (keepTensors) foreach (var t in results.Values) t.MoveToOuterDisposeScope();
         return new GatedReport(config, checks, comm, keepTensors ? results : null);
