@@ -184,10 +184,16 @@ public sealed record Gates(Recurrence Recurrence, Tensor? LogGate = null, Tensor
         };
         CheckTensor(LogGate, nameof(LogGate), gateShape, q, $"the {Recurrence.Name} recurrence");
         CheckTensor(Beta, nameof(Beta), Recurrence.Beta ? perHead : null, q, $"the {Recurrence.Name} recurrence");
-        if (LogGate is not null && !(LogGate.isfinite().all().item<bool>() && LogGate.max().item<double>() <= 0.0))
+        if (LogGate is not null && !(LogGate.isfinite().all().item<bool>() && Extreme(LogGate.max()) <= 0.0))
             throw new ArgumentOutOfRangeException(nameof(LogGate), "LogGate = log a must be finite and <= 0 (a in (0, 1]).");
-        if (Beta is not null && !(Beta.min().item<double>() > 0.0 && Beta.max().item<double>() < 2.0))
+        if (Beta is not null && !(Extreme(Beta.min()) > 0.0 && Extreme(Beta.max()) < 2.0))
             throw new ArgumentOutOfRangeException(nameof(Beta), "Beta must lie in (0, 2).");
+    }
+
+    /// <summary>A one-element reduction as a double, whatever the floating dtype.</summary>
+    static double Extreme(Tensor value)
+    {
+        using (value) using (var wide = value.to(ScalarType.Float64)) return wide.item<double>();
     }
 
     static void CheckTensor(Tensor? value, string name, long[]? shape, Tensor q, string who)

@@ -180,12 +180,25 @@ public class CliTests
         Assert.True(launch.Exit == 0, launch.Errors + launch.Output);
     }
 
-    /// <summary>A supported pair runs and passes; a recurrence the method does not run leaves nothing compared, which fails.</summary>
+    /// <summary>A supported pair runs, passes and dumps its gates; a recurrence the method does not run leaves nothing compared, which fails.</summary>
     [Fact]
     public void RecurrenceSweepRunsSupportedPairsAndFailsWhenNothingRan()
     {
-        var delta = Run("verify", "--recurrence", "delta,gla", "--method", "all-scan", "--world", "3", "--layout", "contiguous,zigzag", "--heads", "2");
-        Assert.True(delta.Exit == 0, delta.Errors + delta.Output);
+        string dump = Path.Combine(Path.GetTempPath(), $"cli-gates-{Guid.NewGuid():N}");
+        try
+        {
+            var delta = Run("verify", "--recurrence", "delta,gla", "--method", "all-scan", "--world", "3", "--layout", "contiguous,zigzag",
+                            "--heads", "2", "--dump", dump);
+            Assert.True(delta.Exit == 0, delta.Errors + delta.Output);
+            // --dump writes the gates and beta beside q, k, v, with their gradients and the reference's
+            foreach (var file in new[] { "all-scan_delta_W3_zigzag_float64_N102/beta.npy", "all-scan_delta_W3_zigzag_float64_N102/ref_dbeta.npy",
+                                         "all-scan_gla_W3_contiguous_float64_N102/g.npy", "all-scan_gla_W3_contiguous_float64_N102/dg.npy" })
+                Assert.True(File.Exists(Path.Combine(dump, file)), $"{file} missing under {dump}");
+        }
+        finally
+        {
+            if (Directory.Exists(dump)) Directory.Delete(dump, recursive: true);
+        }
         var refused = Run("verify", "--recurrence", "gla", "--method", "lasp2", "--world", "2");
         Assert.True(refused.Exit != 0, refused.Errors + refused.Output);
     }

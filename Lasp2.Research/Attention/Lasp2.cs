@@ -63,11 +63,11 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
     {
         ArgumentNullException.ThrowIfNull(group);
         ArgumentNullException.ThrowIfNull(options);
-        MethodChecks.Validate(this, group, q, k, v, options);
         var lambda = Kernel.Check(q, k, v, options.Decay, options.BlockSize, options.Causal);
         if (options.Layout == Layout.Zigzag && q.shape[2] % 2 != 0)
             throw new ArgumentException(
                 $"zigzag needs an even local length (two pieces per rank, N divisible by 2W); q has {q.shape[2]} tokens.", nameof(q));
+        MethodChecks.Validate(this, group, q, k, v, options);                            // also refuses Gates
         return Lasp2Function.apply(new Lasp2Call(group, options, lambda, Overlap), q, k, v)[0];
     }
 
