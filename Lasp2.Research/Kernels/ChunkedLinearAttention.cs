@@ -42,7 +42,7 @@ public static class ChunkedLinearAttention
         var seen = StatesSeen(states, initialState, lambda, blockSize, q, fromStart: true);
         var output = StateOutput(q, seen, lambda, blockSize, addTo: DiagonalOutput(q, k, v, states, lambda, blockSize));
         var state = initialState is null ? states.Total
-            : states.Total + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * initialState;
+            : states.Total.Plus(Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * initialState);
         return (output.MoveToOuterDisposeScope(), state.MoveToOuterDisposeScope());
     }
 
@@ -63,7 +63,7 @@ public static class ChunkedLinearAttention
             StatesSeen(backward, dState, lambda, blockSize, q, fromStart: false), lambda, blockSize,
             addTo: DiagonalGradients(q, k, v, dO, forward.Total, backward, lambda, blockSize));
         var dInitial = dState is null ? backward.Total
-            : backward.Total + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * dState;
+            : backward.Total.Plus(Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * dState);
         return (dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(),
                 dv.MoveToOuterDisposeScope(), dInitial.MoveToOuterDisposeScope());
     }
@@ -114,7 +114,7 @@ public static class ChunkedLinearAttention
             .SelectMany(s => Enumerable.Range(0, (int)s.Count).Select(j => (double)(fromStart ? s.Start + j * s.Length : n - s.Start - (j + 1) * s.Length)))
             .ToArray();
         var decay = Powers(lambda, tensor(exponents, dtype: like.dtype, device: like.device), blocked: true);  // [1,H,1,nb,1]
-        return (local.Blocks + decay.transpose(2, 3) * outer.unsqueeze(2)).MoveToOuterDisposeScope();       // [B,H,nb,Dk,Dv]
+        return local.Blocks.Plus(decay.transpose(2, 3) * outer.unsqueeze(2)).MoveToOuterDisposeScope();        // [B,H,nb,Dk,Dv]
     }
 
     /// <summary>
@@ -128,15 +128,15 @@ public static class ChunkedLinearAttention
         if (seen.dim() == 4)
         {
             using var unmasked = NewDisposeScope();
-            return output.add_(q.matmul(seen));                                              // O += Q S_outer
+            return output.PlusInPlace(q.matmul(seen));                                       // O += Q S_outer
         }
         foreach (var segment in Segments(q, blockSize))
         {
             using var scope = NewDisposeScope();
             // o_i += lambda^(i'+1) q_i S_seen(b)
-            var queryDecay = Powers(lambda, Local(segment, q) + 1, blocked: true);           // [1,H,1,L,1]
+            var queryDecay = Powers(lambda, Local(segment, q).Plus(1), blocked: true);       // [1,H,1,L,1]
             var seenIn = seen.narrow(2, segment.Start / blockSize, segment.Count);           // [B,H,n,Dk,Dv]
-            Blocks(output, segment).add_((queryDecay * Blocks(q, segment)).matmul(seenIn)); // [B,H,n,L,Dv]
+            Blocks(output, segment).PlusInPlace((queryDecay * Blocks(q, segment)).matmul(seenIn)); // [B,H,n,L,Dv]
         }
         return output;
     }
@@ -203,9 +203,9 @@ public static class ChunkedLinearAttention
         if (entering.dim() == 4)
         {
             using var unmasked = NewDisposeScope();
-            dq.add_(dO.matmul(entering.transpose(-2, -1)));                                  // dQ += dO P^T
-            dk.add_(v.matmul(leaving.transpose(-2, -1)));                                    // dK += V G^T
-            dv.add_(k.matmul(leaving));                                                      // dV += K G
+            dq.PlusInPlace(dO.matmul(entering.transpose(-2, -1)));                           // dQ += dO P^T
+            dk.PlusInPlace(v.matmul(leaving.transpose(-2, -1)));                             // dK += V G^T
+            dv.PlusInPlace(k.matmul(leaving));                                               // dV += K G
             return (dq, dk, dv);
         }
         foreach (var segment in Segments(k, blockSize))
@@ -213,14 +213,14 @@ public static class ChunkedLinearAttention
             using var scope = NewDisposeScope();
             var (kb, vb, dOb) = (Blocks(k, segment), Blocks(v, segment), Blocks(dO, segment));
             var local = Local(segment, k);
-            var queryDecay = Powers(lambda, local + 1, blocked: true);                       // [1,H,1,L,1]
-            var keyDecay = Powers(lambda, segment.Length - 1 - local, blocked: true);
+            var queryDecay = Powers(lambda, local.Plus(1), blocked: true);                   // [1,H,1,L,1]
+            var keyDecay = Powers(lambda, Scalars.Minus(segment.Length - 1, local), blocked: true);
             long first = segment.Start / blockSize;
             var seenIn = entering.narrow(2, first, segment.Count);                           // S_{b-1} + decayed P
             var seenOut = leaving.narrow(2, first, segment.Count);                           // dS_b + decayed G
-            Blocks(dq, segment).add_(queryDecay * dOb.matmul(seenIn.transpose(-2, -1)));    // [B,H,n,L,Dk]
-            Blocks(dk, segment).add_(keyDecay * vb.matmul(seenOut.transpose(-2, -1)));      // [B,H,n,L,Dk]
-            Blocks(dv, segment).add_(keyDecay * kb.matmul(seenOut));                        // [B,H,n,L,Dv]
+            Blocks(dq, segment).PlusInPlace(queryDecay * dOb.matmul(seenIn.transpose(-2, -1))); // [B,H,n,L,Dk]
+            Blocks(dk, segment).PlusInPlace(keyDecay * vb.matmul(seenOut.transpose(-2, -1)));   // [B,H,n,L,Dk]
+            Blocks(dv, segment).PlusInPlace(keyDecay * kb.matmul(seenOut));                     // [B,H,n,L,Dv]
         }
         return (dq, dk, dv);
     }
@@ -242,7 +242,7 @@ public static class ChunkedLinearAttention
     public static Tensor InitialStateOutput(Tensor q, Tensor initialState, double[] lambda)
     {
         using var scope = NewDisposeScope();
-        var queryDecay = Powers(lambda, arange(1, q.shape[2] + 1, dtype: q.dtype, device: q.device), blocked: false);
+        var queryDecay = Powers(lambda, Scalars.Range(1, q.shape[2] + 1, q.dtype, q.device), blocked: false);
         return (queryDecay * q).matmul(initialState).MoveToOuterDisposeScope();             // [B,H,C,Dv]
     }
 
@@ -264,9 +264,9 @@ public static class ChunkedLinearAttention
     {
         using var scope = NewDisposeScope();
         long c = k.shape[2];
-        var local = arange(c, dtype: k.dtype, device: k.device);
-        var queryDecay = Powers(lambda, local + 1, blocked: false);                          // [1,H,C,1]
-        var keyDecay = Powers(lambda, (c - 1) - local, blocked: false);
+        var local = Scalars.Range(0, c, k.dtype, k.device);
+        var queryDecay = Powers(lambda, local.Plus(1), blocked: false);                      // [1,H,C,1]
+        var keyDecay = Powers(lambda, Scalars.Minus(c - 1, local), blocked: false);
         return ((queryDecay * dO.matmul(prefix.transpose(-2, -1))).MoveToOuterDisposeScope(),
                 (keyDecay * v.matmul(suffix.transpose(-2, -1))).MoveToOuterDisposeScope(),
                 (keyDecay * k.matmul(suffix)).MoveToOuterDisposeScope());
@@ -291,7 +291,7 @@ public static class ChunkedLinearAttention
         foreach (var segment in Segments(a, blockSize))
         {
             var local = Local(segment, a);
-            var weights = Powers(lambda, keySide ? segment.Length - 1 - local : local + 1, blocked: true); // [1,H,1,L,1]
+            var weights = Powers(lambda, keySide ? Scalars.Minus(segment.Length - 1, local) : local.Plus(1), blocked: true); // [1,H,1,L,1]
             summaries.Add((weights * Blocks(a, segment)).transpose(-2, -1).matmul(Blocks(b, segment)));
             gammas.Add(Masks.DecayPower(lambda, segment.Length, a.dtype, a.device).unsqueeze(2)
                             .expand(1, lambda.Length, segment.Count, 1, 1));
@@ -325,7 +325,7 @@ public static class ChunkedLinearAttention
         x.narrow(2, segment.Start, segment.Count * segment.Length)
          .reshape(x.shape[0], x.shape[1], segment.Count, segment.Length, x.shape[3]);
 
-    static Tensor Local(Segment segment, Tensor like) => arange(segment.Length, dtype: like.dtype, device: like.device);
+    static Tensor Local(Segment segment, Tensor like) => Scalars.Range(0, segment.Length, like.dtype, like.device);
 
     /// <summary>D_L [1,H,1,L,L]: lambda^(i-j) on and below the diagonal (a token sees itself), 0 above.</summary>
     static Tensor DecayMask(double[] lambda, Segment segment, Tensor like) =>

@@ -32,7 +32,7 @@ public static class StatePrefix
         {
             prefixes.Add(accumulated);
             // P_{u+1} = gamma_u P_u + m_u
-            accumulated = gammas.select(dim, u) * accumulated + states.select(dim, u);
+            accumulated = (gammas.select(dim, u) * accumulated).Plus(states.select(dim, u));
         }
         return (stack(prefixes, dim).MoveToOuterDisposeScope(), accumulated.MoveToOuterDisposeScope());
     }
@@ -54,7 +54,7 @@ public static class StatePrefix
         {
             suffixes[u] = accumulated;
             // G_{u-1} = gamma_u G_u + dm_u
-            accumulated = gammas.select(dim, u) * accumulated + grads.select(dim, u);
+            accumulated = (gammas.select(dim, u) * accumulated).Plus(grads.select(dim, u));
         }
         return (stack(suffixes, dim).MoveToOuterDisposeScope(), accumulated.MoveToOuterDisposeScope());
     }
