@@ -110,5 +110,4 @@ public static class Scalars
         using var increment = step.ToScalar();
         return arange(first, last, increment, dtype, device);
     }
-
 }
