@@ -25,6 +25,13 @@ public static class StatePrefix
     {
         CheckGammas(states, gammas, dim);
         using var scope = NewDisposeScope();
+        if (AllOne(gammas))
+        {
+            // No decay: P = cumsum(m) - m, one batched call instead of a step per element.
+            var inclusive = states.cumsum(dim);
+            var sum = inclusive.select(dim, states.shape[dim] - 1).clone();
+            return (inclusive.sub_(states).MoveToOuterDisposeScope(), sum.MoveToOuterDisposeScope());
+        }
         var accumulated = zeros_like(states.select(dim, 0));
         var prefixes = new List<Tensor>();
         for (long u = 0; u < states.shape[dim]; u++)
@@ -47,6 +54,13 @@ public static class StatePrefix
         CheckGammas(grads, gammas, dim);
         using var scope = NewDisposeScope();
         long count = grads.shape[dim];
+        if (AllOne(gammas))
+        {
+            // No decay: G = sum(dm) - cumsum(dm), one batched call instead of a step per element.
+            var inclusive = grads.cumsum(dim);
+            var sum = inclusive.select(dim, count - 1).clone();
+            return (inclusive.neg_().add_(sum.unsqueeze(dim)).MoveToOuterDisposeScope(), sum.MoveToOuterDisposeScope());
+        }
         var accumulated = zeros_like(grads.select(dim, 0));
         var suffixes = new Tensor[count];
         for (long u = count - 1; u >= 0; u--)
@@ -92,6 +106,12 @@ public static class StatePrefix
                               .Select(slot => (long)GlobalPiece(rank, slot, worldSize, layout)).ToArray();
         using var index = tensor(slots, device: sequenceOrdered.device);
         return sequenceOrdered.index_select(0, index);
+    }
+
+    static bool AllOne(Tensor gammas)
+    {
+        using var scope = NewDisposeScope();
+        return gammas.eq(ones(1, dtype: gammas.dtype, device: gammas.device)).all().item<bool>();
     }
 
     static void CheckGammas(Tensor states, Tensor gammas, int dim)

@@ -80,16 +80,17 @@ public sealed class BenchSweep(IBenchBackend backend, IReadOnlyDictionary<string
     public BenchRow RunOne(BenchCase benchCase)
     {
         var method = methods[benchCase.Method];
+        double load = ProcStatus.LoadAverage();
         try
         {
             var ranks = backend.Run(benchCase.Shape.WorldSize, benchCase.ThreadsPerRank,
                 group => BenchRunner.RunRank(group, method.Method, benchCase));
             var analytic = method.AnalyticBytes?.Invoke(benchCase.Shape, benchCase.ElementSize);
-            return BenchRow.Measured(benchCase, context, ranks, backend.MemoryMethod, analytic);
+            return BenchRow.Measured(benchCase, context, ranks, backend.MemoryMethod, analytic) with { LoadStart = load, LoadEnd = ProcStatus.LoadAverage() };
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            return BenchRow.Unmeasured(benchCase, context, "failed: " + e.GetType().Name + ": " + e.Message);
+            return BenchRow.Unmeasured(benchCase, context, "failed: " + e.GetType().Name + ": " + e.Message) with { LoadStart = load, LoadEnd = ProcStatus.LoadAverage() };
         }
     }
 
