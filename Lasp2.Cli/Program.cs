@@ -2,6 +2,7 @@ using Lasp2.Cli.Commands;
 using Spectre.Console.Cli;
 
 // `lasp2`: a thin front over the library. Each command lives in Commands/ and calls Lasp2.Research.
+if (Lasp2.Cli.StartupHeap.RunRestarted(args) is int restarted) return restarted;
 var app = new CommandApp();
 app.Configure(config =>
 {

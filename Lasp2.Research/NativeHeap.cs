@@ -11,10 +11,12 @@ namespace Lasp2.Research;
 /// layer-timing run in system time). Here freed memory stays in the process for reuse instead:
 /// no mmap for blocks (M_MMAP_MAX = 0), no trimming below <see cref="KeepBytes"/>, heap growth padded by
 /// <see cref="TopPadBytes"/>, and one arena for threads created from now on (M_ARENA_MAX = 1).
-/// glibc reads its MALLOC_* variables only at process start; mallopt changes the same settings at run time.
-/// Limits: threads that already own a secondary arena keep it, and glibc serves a block larger than a
-/// secondary arena's 64 MiB heap with mmap whatever the settings; the kernel keeps its temporaries below
-/// that (Kernels/ChunkedLinearAttention, segments) so the remaining fresh pages are the layer's outputs.
+/// glibc reads its MALLOC_* variables only at process start; mallopt changes the same settings at run time,
+/// with one limit: a thread that already owns a secondary arena keeps it, or may be handed an existing one, and
+/// glibc serves a block larger than a secondary arena's 64 MiB heap with mmap whatever the settings. The kernel
+/// keeps its temporaries far below that (Kernels/ChunkedLinearAttention, segments); a single result tensor above
+/// 64 MiB made on such a thread still faults in fresh pages. The CLI closes that gap by starting itself with
+/// <see cref="StartupVariables"/> set (the same settings, read at start, one arena for every thread).
 /// Skipped when the user configured glibc's allocator (MALLOC_*_ or GLIBC_TUNABLES set) or when
 /// LASP2_NATIVE_HEAP=default asks for glibc's defaults (for measuring the difference). No-op off glibc.
 /// </summary>
@@ -28,7 +30,28 @@ public static partial class NativeHeap
     /// <summary>Extra bytes requested whenever the heap grows (address space only until touched).</summary>
     public const long TopPadBytes = 256L << 20;
 
-    /// <summary>"tuned" when the settings were applied, otherwise why not ("default: ...").</summary>
+    /// <summary>
+    /// The same settings as environment variables, which glibc reads at process start (then every thread uses the
+    /// main arena, so no block size is mmap-ed).
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> StartupVariables { get; } = new Dictionary<string, string>
+    {
+        ["MALLOC_MMAP_MAX_"] = "0",
+        ["MALLOC_ARENA_MAX"] = "1",
+        ["MALLOC_TRIM_THRESHOLD_"] = KeepBytes.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["MALLOC_TOP_PAD_"] = TopPadBytes.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    };
+
+    /// <summary>
+    /// True when a process should start itself again with <see cref="StartupVariables"/>: Linux, the settings
+    /// applied at run time here (so neither the user nor a previous start configured malloc), no opt-out.
+    /// </summary>
+    public static bool ShouldRestartWithStartupVariables => State == "tuned";
+
+    /// <summary>
+    /// "tuned" when the settings were applied at run time, "tuned at start" when the process started with
+    /// <see cref="StartupVariables"/>, otherwise why not ("default: ...").
+    /// </summary>
     public static string State { get; private set; } = "default: not loaded";
 
     /// <summary>Runs once when the assembly is loaded (a library initializer on purpose: every host of the library needs it).</summary>
@@ -41,6 +64,7 @@ public static partial class NativeHeap
     {
         if (!OperatingSystem.IsLinux()) return "default: not Linux";
         if (Environment.GetEnvironmentVariable("LASP2_NATIVE_HEAP") == "default") return "default: LASP2_NATIVE_HEAP=default";
+        if (StartupVariables.All(v => Environment.GetEnvironmentVariable(v.Key) == v.Value)) return "tuned at start";
         if (Environment.GetEnvironmentVariable("GLIBC_TUNABLES") is not null
             || Environment.GetEnvironmentVariables().Keys.Cast<string>().Any(k => k.StartsWith("MALLOC_", StringComparison.Ordinal) && k.EndsWith('_')))
             return "default: the environment configures malloc";
