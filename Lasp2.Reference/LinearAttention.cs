@@ -90,8 +90,8 @@ public static class LinearAttention
             long length = Math.Min(blockSize, n - start);                                  // tail: shorter block
             var (qb, kb, vb) = (phiQ.narrow(2, start, length), phiK.narrow(2, start, length), v.narrow(2, start, length));
             var local = arange(length, dtype: q.dtype, device: q.device);
-            var queryDecay = DecayPowers(lambda, local + 1, q);                            // lambda^(i+1)     [1,H,L,1]
-            var keyDecay = DecayPowers(lambda, (length - 1) - local, q);                   // lambda^(L-1-j)   [1,H,L,1]
+            var queryDecay = Masks.DecayPowers(lambda, local + 1).unsqueeze(-1);           // lambda^(i+1)     [1,H,L,1]
+            var keyDecay = Masks.DecayPowers(lambda, (length - 1) - local).unsqueeze(-1);  // lambda^(L-1-j)   [1,H,L,1]
             // inter: lambda^(i+1) q_i S_{b-1};  intra: (Q_b K_b^T (.) D_L) V_b
             var inter = (queryDecay * qb).matmul(state);
             var intra = (qb.matmul(kb.transpose(-2, -1)) * Masks.Decay(length, lambda, q.dtype, q.device)).matmul(vb);
@@ -103,10 +103,4 @@ public static class LinearAttention
         return cat(outputs, 2).MoveToOuterDisposeScope();
     }
 
-    /// <summary>lambda_h^e for each exponent e: [1, H, L, 1].</summary>
-    static Tensor DecayPowers(double[] lambda, Tensor exponents, Tensor like)
-    {
-        var logDecay = tensor(lambda, dtype: like.dtype, device: like.device).log().view(1, -1, 1, 1);
-        return (exponents.view(1, 1, -1, 1) * logDecay).exp();
-    }
 }

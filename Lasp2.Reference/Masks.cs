@@ -17,10 +17,9 @@ public static class Masks
     public static Tensor Decay(long n, double[] decay, ScalarType dtype, Device device)
     {
         using var scope = NewDisposeScope();
-        var index = arange(n, dtype: dtype, device: device);
-        var distance = (index.unsqueeze(1) - index.unsqueeze(0)).clamp_min(0);           // [N,N] i-j, >= 0
-        var logDecay = tensor(decay, dtype: dtype, device: device).log().view(-1, 1, 1); // [H,1,1]
-        var mask = (distance.unsqueeze(0) * logDecay).exp() * Causal(n, dtype, device);  // [H,N,N]
+        var index = Scalars.Range(0, n, dtype, device);
+        var distance = (index.unsqueeze(1) - index.unsqueeze(0)).AtLeast(0);            // [N,N] i-j, >= 0
+        var mask = DecayPowers(decay, distance).squeeze(0) * Causal(n, dtype, device);    // [H,N,N]
         return mask.MoveToOuterDisposeScope();
     }
 
@@ -31,7 +30,23 @@ public static class Masks
     public static Tensor CausalAllowed(Tensor queryPositions, Tensor keyPositions) =>
         queryPositions.unsqueeze(1) >= keyPositions.unsqueeze(0);
 
-    /// <summary>lambda_h^e for a per-head decay, shaped [1, H, 1, 1] to scale [B, H, ., .] tensors.</summary>
-    public static Tensor DecayPower(double[] decay, double exponent, ScalarType dtype, Device device) =>
-        tensor(decay.Select(l => Math.Pow(l, exponent)).ToArray(), dtype: dtype, device: device).view(1, -1, 1, 1);
+    /// <summary>
+    /// lambda_h^e for every head h and every exponent e: [1, H, ..exponents.shape], so it scales [B, H, ...]
+    /// tensors. The one place a decay power is computed (every mask, kernel and method calls it), as
+    /// exp(e log lambda_h): exact 1 for lambda = 1, and any exponent tensor (positions, distances, lengths).
+    /// </summary>
+    public static Tensor DecayPowers(double[] decay, Tensor exponents)
+    {
+        using var scope = NewDisposeScope();
+        long[] headShape = [-1, .. Enumerable.Repeat(1L, (int)exponents.dim())];
+        var logDecay = tensor(decay, dtype: exponents.dtype, device: exponents.device).log().view(headShape); // [H,1,..]
+        return (exponents.unsqueeze(0) * logDecay).exp().unsqueeze(0).MoveToOuterDisposeScope();          // [1,H,..]
+    }
+
+    /// <summary>lambda_h^e for one exponent e (e.g. a length), shaped [1, H, 1, 1] to scale [B, H, ., .] tensors.</summary>
+    public static Tensor DecayPower(double[] decay, double exponent, ScalarType dtype, Device device)
+    {
+        using var e = tensor(exponent, dtype: dtype, device: device);
+        return DecayPowers(decay, e).view(1, -1, 1, 1);
+    }
 }

@@ -40,22 +40,77 @@ public static class SequenceLayout
     /// <summary>Pieces per rank: 1 (contiguous) or 2 (zigzag).</summary>
     public static int PiecesPerRank(Layout layout) => layout == Layout.Zigzag ? 2 : 1;
 
+    /// <summary>
+    /// The piece order, stated once for every method: the global sequence index of the piece a rank holds in
+    /// local slot <paramref name="slot"/>. Contiguous (W pieces), rank r holds piece r; zigzag (2W pieces),
+    /// rank r holds pieces r and 2W-1-r, in that order.
+    /// </summary>
+    public static int GlobalPiece(int rank, int slot, int worldSize, Layout layout) =>
+        layout == Layout.Contiguous || slot == 0 ? rank : 2 * worldSize - 1 - rank;
+
+    /// <summary>The rank holding each global piece, in sequence order (W pieces contiguous, 2W zigzag).</summary>
+    public static int[] PieceOwners(int worldSize, Layout layout)
+    {
+        var owners = new int[PiecesPerRank(layout) * worldSize];
+        for (int rank = 0; rank < worldSize; rank++)
+            for (int slot = 0; slot < PiecesPerRank(layout); slot++)
+                owners[GlobalPiece(rank, slot, worldSize, layout)] = rank;
+        return owners;
+    }
+
     /// <summary>The global pieces rank <paramref name="rank"/> holds, in local order.</summary>
     public static IReadOnlyList<Piece> Pieces(long n, int worldSize, int rank, Layout layout)
     {
         CheckDivisible(n, worldSize, layout);
         if (rank < 0 || rank >= worldSize)
             throw new ArgumentOutOfRangeException(nameof(rank), rank, $"rank must be in [0, {worldSize - 1}].");
-        if (layout == Layout.Contiguous)
-            return [new Piece(rank * (n / worldSize), n / worldSize)];
-        long piece = n / (2L * worldSize);
-        return [new Piece(rank * piece, piece), new Piece((2L * worldSize - 1 - rank) * piece, piece)];
+        long length = n / (PiecesPerRank(layout) * worldSize);
+        return Enumerable.Range(0, PiecesPerRank(layout))
+                         .Select(slot => new Piece(GlobalPiece(rank, slot, worldSize, layout) * length, length)).ToList();
+    }
+
+    /// <summary>
+    /// A rank's local tensor cut into its pieces along <paramref name="dim"/>, in local order: the whole shard
+    /// (contiguous) or its two equal halves (zigzag). Views, no copy.
+    /// </summary>
+    public static Tensor[] LocalPieces(Tensor local, Layout layout, int dim = 2)
+    {
+        long length = local.shape[dim] / PiecesPerRank(layout);
+        return Enumerable.Range(0, PiecesPerRank(layout)).Select(slot => local.narrow(dim, slot * length, length)).ToArray();
+    }
+
+    /// <summary>
+    /// Every rank's pieces, gathered in rank order [W, P, ...] (P pieces per rank), re-ordered into global
+    /// sequence order [W * P, ...]: a scan over the result gives each piece the fold of all earlier pieces
+    /// wherever they live (the zigzag rule).
+    /// </summary>
+    public static Tensor ToSequenceOrder(Tensor gathered, Layout layout)
+    {
+        int worldSize = (int)gathered.shape[0], piecesPerRank = (int)gathered.shape[1];
+        if (piecesPerRank != PiecesPerRank(layout))
+            throw new ArgumentException(
+                $"gathered holds {piecesPerRank} pieces per rank but layout {layout} has {PiecesPerRank(layout)}.", nameof(gathered));
+        var order = new long[worldSize * piecesPerRank];
+        for (int rank = 0; rank < worldSize; rank++)
+            for (int slot = 0; slot < piecesPerRank; slot++)
+                order[GlobalPiece(rank, slot, worldSize, layout)] = rank * piecesPerRank + slot;
+        using var index = tensor(order, device: gathered.device);
+        return gathered.flatten(0, 1).index_select(0, index);
+    }
+
+    /// <summary>Picks rank <paramref name="rank"/>'s pieces [P, ...] back out of a sequence-ordered [W * P, ...] tensor.</summary>
+    public static Tensor RankPieces(Tensor sequenceOrdered, int rank, int worldSize, Layout layout)
+    {
+        var slots = Enumerable.Range(0, PiecesPerRank(layout))
+                              .Select(slot => (long)GlobalPiece(rank, slot, worldSize, layout)).ToArray();
+        using var index = tensor(slots, device: sequenceOrdered.device);
+        return sequenceOrdered.index_select(0, index);
     }
 
     /// <summary>Global token positions held by a rank, in local order: int64 [N / W].</summary>
     public static Tensor Positions(long n, int worldSize, int rank, Layout layout, Device? device = null) =>
         cat(Pieces(n, worldSize, rank, layout)
-                .Select(p => arange(p.Start, p.Start + p.Length, dtype: int64, device: device)).ToList(), 0);
+                .Select(p => Scalars.Range(p.Start, p.Start + p.Length, int64, device)).ToList(), 0);
 
     /// <summary>The shard of rank <paramref name="rank"/>: a new tensor (differentiable) along <paramref name="dim"/>.</summary>
     public static Tensor ShardOf(Tensor x, int worldSize, int rank, Layout layout, int dim = 2)

@@ -31,13 +31,13 @@ public static class SoftmaxAttention
         using var scope = NewDisposeScope();
         double s = scale ?? 1.0 / Math.Sqrt(q.shape[3]);
         long groups = q.shape[1] / k.shape[1];
-        var scores = q.matmul(RepeatKv(k, groups).transpose(-2, -1)) * s;                // [B,H,Nq,Nk]
+        var scores = q.matmul(RepeatKv(k, groups).transpose(-2, -1)).Times(s);            // [B,H,Nq,Nk]
         if (causal)
         {
             var allowed = queryPositions is null
-                ? Masks.Causal(q.shape[2], q.dtype, q.device) > 0
+                ? Masks.Causal(q.shape[2], q.dtype, q.device).to(@bool)
                 : Masks.CausalAllowed(queryPositions.to(q.device), keyPositions!.to(q.device));
-            scores = scores.masked_fill(allowed.logical_not(), double.NegativeInfinity);
+            scores = scores.MaskedFill(allowed.logical_not(), double.NegativeInfinity);
         }
         return scores.softmax(-1).matmul(RepeatKv(v, groups)).MoveToOuterDisposeScope();
     }

@@ -20,12 +20,7 @@ public class BaselinesEqualReferenceTests
     const int MaxTest = 40;
 
     [Theory]
-    [InlineData("lasp1")]
-    [InlineData("ring-linear")]
-    [InlineData("ring-softmax")]
-    [InlineData("allgather-cp")]
-    [InlineData("ulysses-linear")]
-    [InlineData("ulysses-softmax")]
+    [MemberData(nameof(BaselineCases.Registered), MemberType = typeof(BaselineCases))]
     public void EqualsReference(string method)
     {
         Prop.ForAll(BaselineCases.For(method), config =>

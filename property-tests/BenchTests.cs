@@ -2,6 +2,7 @@ using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
 using Lasp2.Cli.Commands;
+using Lasp2.Research.Attention;
 using Lasp2.Research.Bench;
 using Spectre.Console.Cli;
 using Xunit;

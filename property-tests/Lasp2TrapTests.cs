@@ -11,7 +11,7 @@ using static TorchSharp.torch;
 namespace Lasp2.PropertyTests;
 
 /// <summary>
-/// Regression properties for the traps of the public implementation (algorithms.md, "Traps"), each phrased
+/// Regression properties for the traps of the public implementation (docs/algorithms.md, "Traps of the public implementation"), each phrased
 /// so that the trap would fail it: a token that does not see itself, a future token leaking (also inside
 /// the diagonal block), an unmasked kernel that is not the full sum, a rank-ordered prefix on zigzag shards,
 /// tail blocks left uninitialised, blocking collectives. Plus the bad-input and unequal-shard contracts.
@@ -89,7 +89,7 @@ public class Lasp2TrapTests
             var starts = Enumerable.Range(0, worldSize)
                 .SelectMany(rank => SequenceLayout.Pieces(n, worldSize, rank, Layout.Zigzag).Select(p => (double)p.Start)).ToArray();
             using var gathered = tensor(starts, dtype: float64).view(worldSize, 2, 1);           // [W, P, 1] rank order
-            using var ordered = StatePrefix.ToSequenceOrder(gathered, Layout.Zigzag);
+            using var ordered = SequenceLayout.ToSequenceOrder(gathered, Layout.Zigzag);
             Assert.Equal(Enumerable.Range(0, 2 * worldSize).Select(i => (double)(i * piece)), ordered.data<double>().ToArray());
         });
 

@@ -19,6 +19,16 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
 
     public MethodCapabilities Supports => BlockKernels.Capabilities(AttentionKind.Softmax);
 
+    public FlopAlgorithm Flops => FlopAlgorithm.Softmax;
+
+    /// <summary>Forward one AllGather of the KV block, backward one ReduceScatter of it: (W-1) KV each way; 1 step each.</summary>
+    public CommPrediction PredictComm(CommShape shape, int rank)
+    {
+        long bytes = (shape.WorldSize - 1L) * shape.KeyValueBytes;
+        return new(Name, rank, DirectionPrediction.Of(1, (CommKind.AllGather, 1, bytes, bytes)),
+                               DirectionPrediction.Of(1, (CommKind.ReduceScatter, 1, bytes, bytes)));
+    }
+
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);
@@ -33,7 +43,7 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
         public (Tensor Query, Tensor Key) Positions(Tensor q)
         {
             long n = q.shape[2] * Group.WorldSize;
-            return (SequenceLayout.Positions(n, Group.WorldSize, Group.Rank, Layout, q.device), arange(n, dtype: int64, device: q.device));
+            return (SequenceLayout.Positions(n, Group.WorldSize, Group.Rank, Layout, q.device), Scalars.Range(0, n, int64, q.device));
         }
 
         /// <summary>[K | V] split back into K [..,Dk] and V [..,Dv].</summary>

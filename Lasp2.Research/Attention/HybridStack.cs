@@ -15,7 +15,7 @@ public sealed record HybridLayer(Tensor Query, Tensor Key, Tensor Value, Tensor 
 /// Linear-Llama3 repeats it 4 times): L is a linear-attention layer run by LASP-2, N a softmax layer run by
 /// AllGather-CP (Alg. 7). Layer l, pre-norm as in Llama: h = RMSNorm(x) (no gain), x &lt;- x + Attention_l(h W_q,
 /// h W_k, h W_v) W_o on hidden states [B, C, D] sharded along the sequence (the norm is per token, so local). Every layer uses the same layout, so tokens are never re-ordered
-/// between layers (algorithms.md, Layouts). Communication: the sum of the layers' (see CommModel).
+/// between layers (docs/algorithms.md, "Layouts"). Communication: the sum of the layers' (see CommModel).
 /// <see cref="Reference"/> is the single-device twin (reference attention on the whole sequence) it is
 /// verified against.
 /// </summary>

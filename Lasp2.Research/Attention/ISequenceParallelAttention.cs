@@ -14,6 +14,21 @@ public enum AttentionKind
     Softmax,
 }
 
+/// <summary>How a method computes attention, which fixes the matrix products it needs.</summary>
+public enum FlopAlgorithm
+{
+    /// <summary>
+    /// Linear attention in chunked form (single-device kernel, LASP-1, LASP-2): causal = per block the
+    /// state K_b^T V_b, the inter term Q_b S_{b-1} and the masked intra term (Q_b K_b^T (.) Psi) V_b;
+    /// unmasked = the right product Q (K^T V).
+    /// </summary>
+    ChunkedLinear,
+    /// <summary>Linear attention as a left product (Q K^T (.) M) V over token pairs: Ring Attention (linear).</summary>
+    LeftProductLinear,
+    /// <summary>Softmax attention softmax(Q K^T) V over token pairs (Ring softmax, AllGather-CP, Ulysses).</summary>
+    Softmax,
+}
+
 /// <summary>Options shared by every sequence-parallel method; each method checks what it supports.</summary>
 /// <param name="Causal">Inclusive causal mask (true) or full bidirectional attention (false).</param>
 /// <param name="Decay">Per-head lambda in (0, 1] for linear attention; null means 1 for every head.</param>
@@ -46,6 +61,16 @@ public interface ISequenceParallelAttention
 
     /// <summary>What the method supports.</summary>
     MethodCapabilities Supports { get; }
+
+    /// <summary>The matrix products one layer call computes (what the benchmark's FLOP count uses).</summary>
+    FlopAlgorithm Flops { get; }
+
+    /// <summary>
+    /// This method's communication on <paramref name="rank"/> for <paramref name="shape"/>, per direction: calls,
+    /// bytes and sequential steps (its row of the table in docs/algorithms.md, "Communication"). Call it through
+    /// <see cref="CommModel.Predict(ISequenceParallelAttention, CommShape, int)"/>, which checks the arguments.
+    /// </summary>
+    CommPrediction PredictComm(CommShape shape, int rank);
 
     /// <summary>
     /// Why the method cannot run on <paramref name="worldSize"/> ranks with <paramref name="heads"/> query and

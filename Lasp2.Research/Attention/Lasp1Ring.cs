@@ -24,27 +24,47 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
     public MethodCapabilities Supports => new(AttentionKind.Linear, Causal: true, Unmasked: false, Decay: true,
         [Layout.Contiguous, Layout.Zigzag], GroupedKv: false);
 
+    public FlopAlgorithm Flops => FlopAlgorithm.ChunkedLinear;
+
+    /// <summary>
+    /// The chain over the pieces in sequence order: a hop whenever consecutive pieces live on different ranks,
+    /// one Send and one Recv of S per hop; forward prefixes travel up the chain, backward suffix gradients down
+    /// it. Every rank waits through the whole chain: steps = its hops (W-1 contiguous, 2(W-1) zigzag).
+    /// </summary>
+    public CommPrediction PredictComm(CommShape shape, int rank)
+    {
+        var owners = SequenceLayout.PieceOwners(shape.WorldSize, shape.Layout);
+        long sends = 0, receives = 0, hops = 0;
+        for (int piece = 1; piece < owners.Length; piece++)
+        {
+            if (owners[piece - 1] == owners[piece]) continue;
+            hops++;
+            if (owners[piece - 1] == rank) sends++;
+            if (owners[piece] == rank) receives++;
+        }
+        return new(Name, rank,
+            DirectionPrediction.Of(hops, (CommKind.Send, sends, sends * shape.StateBytes, 0),
+                                         (CommKind.Recv, receives, 0, receives * shape.StateBytes)),
+            DirectionPrediction.Of(hops, (CommKind.Send, receives, receives * shape.StateBytes, 0),
+                                         (CommKind.Recv, sends, 0, sends * shape.StateBytes)));
+    }
+
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);
         return ChainFunction.apply(new Chain(group, options.Layout, decay, options.BlockSize, q), q, k, v)[0];
     }
 
-    /// <summary>The rank holding each global piece, in sequence order (W pieces contiguous, 2W zigzag).</summary>
-    public static int[] PieceOwners(int worldSize, Layout layout) =>
-        Enumerable.Range(0, SequenceLayout.PiecesPerRank(layout) * worldSize)
-                  .Select(piece => piece < worldSize ? piece : 2 * worldSize - 1 - piece).ToArray();
-
     /// <summary>This rank's place in the chain: its pieces (local slots, sequence order) and their neighbours.</summary>
     sealed record Chain(IProcessGroup Group, Layout Layout, double[] Decay, int BlockSize, long PieceLength, int[] Owners, int[] Pieces)
     {
         public Chain(IProcessGroup group, Layout layout, double[] decay, int blockSize, Tensor q)
             : this(group, layout, decay, blockSize, q.shape[2] / SequenceLayout.PiecesPerRank(layout),
-                   PieceOwners(group.WorldSize, layout),
+                   SequenceLayout.PieceOwners(group.WorldSize, layout),
                    Enumerable.Range(0, SequenceLayout.PiecesPerRank(layout))
-                             .Select(slot => StatePrefix.GlobalPiece(group.Rank, slot, group.WorldSize, layout)).ToArray()) { }
+                             .Select(slot => SequenceLayout.GlobalPiece(group.Rank, slot, group.WorldSize, layout)).ToArray()) { }
 
-        public Tensor Slot(Tensor x, int slot) => x.narrow(2, slot * PieceLength, PieceLength);
+        public Tensor[] Slots(Tensor x) => SequenceLayout.LocalPieces(x, Layout);
 
         /// <summary>lambda^L across one piece [1,H,1,1].</summary>
         public Tensor PieceDecay(Tensor like) => Masks.DecayPower(Decay, PieceLength, like.dtype, like.device);
@@ -54,13 +74,14 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
     static (Tensor Output, Tensor[] Prefixes) ForwardPass(Chain chain, Tensor q, Tensor k, Tensor v)
     {
         var (group, owners) = (chain.Group, chain.Owners);
+        var (qs, ks, vs) = (chain.Slots(q), chain.Slots(k), chain.Slots(v));            // P x [B,H,L,.]
         var outputs = new Tensor[chain.Pieces.Length];
         var prefixes = new Tensor[chain.Pieces.Length];
         Tensor? carried = null;                                                          // state after my previous piece
         for (int slot = 0; slot < chain.Pieces.Length; slot++)
         {
             int piece = chain.Pieces[slot];
-            var (qp, kp, vp) = (chain.Slot(q, slot), chain.Slot(k, slot), chain.Slot(v, slot));
+            var (qp, kp, vp) = (qs[slot], ks[slot], vs[slot]);
             // While P_p is in flight: m_p and the diagonal blocks' output (LASP-1: compute overlaps the wait)
             var states = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true);
             var diagonal = ChunkedLinearAttention.DiagonalOutput(qp, kp, vp, states, chain.Decay, chain.BlockSize); // [B,H,L,Dv]
@@ -86,12 +107,13 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
     static (Tensor DQ, Tensor DK, Tensor DV) BackwardPass(Chain chain, Tensor q, Tensor k, Tensor v, Tensor dO, Tensor[] prefixes)
     {
         var (group, owners) = (chain.Group, chain.Owners);
+        var (qs, ks, vs, dOs) = (chain.Slots(q), chain.Slots(k), chain.Slots(v), chain.Slots(dO)); // P x [B,H,L,.]
         var (dqs, dks, dvs) = (new Tensor[chain.Pieces.Length], new Tensor[chain.Pieces.Length], new Tensor[chain.Pieces.Length]);
         Tensor? carried = null;                                                          // gradient into my next piece's prefix
         for (int slot = chain.Pieces.Length - 1; slot >= 0; slot--)
         {
             int piece = chain.Pieces[slot];
-            var (qp, kp, vp, dOp) = (chain.Slot(q, slot), chain.Slot(k, slot), chain.Slot(v, slot), chain.Slot(dO, slot));
+            var (qp, kp, vp, dOp) = (qs[slot], ks[slot], vs[slot], dOs[slot]);
             // While G_p is in flight: dm_p and the diagonal blocks' gradients
             var forward = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true);
             var backward = ChunkedLinearAttention.BackwardStates(qp, dOp, chain.Decay, chain.BlockSize, causal: true);

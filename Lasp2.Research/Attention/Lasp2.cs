@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Lasp2.Reference;
 using Lasp2.Research.Comm;
+using Lasp2.Research.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 using Kernel = Lasp2.Research.Kernels.ChunkedLinearAttention;
@@ -10,8 +11,8 @@ namespace Lasp2.Research.Attention;
 /// <summary>
 /// LASP-2 for linear attention layers (Sun et al., arXiv 2502.07563): Alg. 1 (forward, no mask),
 /// Alg. 2 (forward, causal), Alg. 3 (backward, no mask), Alg. 4 (backward, causal), plus the scalar
-/// per-head decay derived in algorithms.md and the zigzag layout. "Alg. 2 step 3" in the comments refers to
-/// the numbered steps of the restatement in docs/algorithms.md ("LASP-2 with causal mask").
+/// per-head decay and the zigzag layout of docs/algorithms.md. "Alg. 2 step 3" in the comments is step 3 of
+/// "LASP-2 forward" there, "Alg. 4 step 1" step 1 of "LASP-2 backward" (Alg. 1 and 3, without a mask, share them).
 ///
 /// Communication per layer per iteration, per rank: exactly one AllGather in forward (this rank's
 /// state summary m_t [B,H,Dk,Dv] per piece, beside its H decays gamma = lambda^length) and one in
@@ -38,6 +39,22 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
     public MethodCapabilities Supports { get; } =
         new(AttentionKind.Linear, Causal: true, Unmasked: true, Decay: true, [Layout.Contiguous, Layout.Zigzag], GroupedKv: false);
 
+    /// <inheritdoc/>
+    public FlopAlgorithm Flops => FlopAlgorithm.ChunkedLinear;
+
+    /// <summary>
+    /// One AllGather per direction of P states per rank (P = 1 contiguous, 2 zigzag), the forward one with each
+    /// piece's H decays beside its state: (W-1) P (S + H e) forward, (W-1) P S backward, each way; 1 step each.
+    /// </summary>
+    public CommPrediction PredictComm(CommShape shape, int rank)
+    {
+        long pieces = SequenceLayout.PiecesPerRank(shape.Layout), w = shape.WorldSize;
+        long forward = (w - 1) * pieces * (shape.StateBytes + (long)shape.Heads * shape.ElementSize);
+        long backward = (w - 1) * pieces * shape.StateBytes;
+        return new(Name, rank, DirectionPrediction.Of(1, (CommKind.AllGather, 1, forward, forward)),
+                               DirectionPrediction.Of(1, (CommKind.AllGather, 1, backward, backward)));
+    }
+
     /// <summary>Compute time vs time blocked in Wait for the "forward" and "backward" AllGathers.</summary>
     public OverlapLog Overlap { get; } = new();
 
@@ -50,133 +67,166 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
         if (options.Layout == Layout.Zigzag && q.shape[2] % 2 != 0)
             throw new ArgumentException(
                 $"zigzag needs an even local length (two pieces per rank, N divisible by 2W); q has {q.shape[2]} tokens.", nameof(q));
-        return Lasp2Function.apply(q, k, v, new Lasp2Call(group, options, lambda, Overlap));
-    }
-}
-
-/// <summary>What one LASP-2 layer call needs beside its tensors.</summary>
-sealed record Lasp2Call(IProcessGroup Group, AttentionOptions Options, double[] Lambda, OverlapLog Overlap)
-{
-    public int PiecesPerRank => SequenceLayout.PiecesPerRank(Options.Layout);
-
-    /// <summary>This rank's pieces of a local tensor [B,H,C,.]: one (contiguous) or two halves (zigzag).</summary>
-    public Tensor[] Pieces(Tensor x) =>
-        PiecesPerRank == 1 ? [x] : [x.narrow(2, 0, x.shape[2] / 2), x.narrow(2, x.shape[2] / 2, x.shape[2] / 2)];
-
-    /// <summary>The inverse of <see cref="Pieces"/>: one piece is returned as is (no copy), two are concatenated.</summary>
-    public static Tensor Join(IList<Tensor> pieces) => pieces.Count == 1 ? pieces[0] : cat(pieces, 2);
-
-    /// <summary>
-    /// From every rank's pieces [W,P,B,H,Dk,Dv] and decays [W,P,1,H,1,1], this rank's folded state per piece
-    /// [P,B,H,Dk,Dv]: causal forward, the exclusive prefix P; causal backward, the exclusive suffix G; unmasked,
-    /// both (the sum over every other piece). The fold runs in global piece order (the zigzag rule).
-    /// </summary>
-    public Tensor Fold(Tensor gathered, Tensor gammas, bool backward)
-    {
-        var (layout, rank, worldSize) = (Options.Layout, Group.Rank, Group.WorldSize);
-        var ordered = StatePrefix.ToSequenceOrder(gathered, layout);                        // [W*P,B,H,Dk,Dv]
-        var orderedGammas = StatePrefix.ToSequenceOrder(gammas, layout);                    // [W*P,1,H,1,1]
-        Tensor Before() => StatePrefix.Exclusive(ordered, orderedGammas, dim: 0).Prefixes;
-        Tensor After() => StatePrefix.ExclusiveSuffix(ordered, orderedGammas, dim: 0).Suffixes;
-        var folded = !Options.Causal ? Before() + After() : backward ? After() : Before();
-        return StatePrefix.RankPieces(folded, rank, worldSize, layout);
+        return Lasp2Function.apply(new Lasp2Call(group, options, lambda, Overlap), q, k, v)[0];
     }
 
-    /// <summary>
-    /// Waits for an AllGather issued when <paramref name="watch"/> started and records the overlap: compute =
-    /// the time since the issue, wait = the time blocked in Wait as the group's accounting records it.
-    /// </summary>
-    public Tensor Wait(ICommHandle handle, Stopwatch watch, string direction)
+    /// <summary>What one LASP-2 layer call needs beside its tensors (kept on the autograd context for backward).</summary>
+    sealed record Lasp2Call(IProcessGroup Group, AttentionOptions Options, double[] Lambda, OverlapLog Overlap)
     {
-        var compute = watch.Elapsed;
-        var waitedBefore = Group.Stats[CommKind.AllGather].Wait;
-        var gathered = handle.Wait();
-        Overlap.Record(direction, compute, Group.Stats[CommKind.AllGather].Wait - waitedBefore);
-        return gathered;
-    }
-}
+        /// <summary>This rank's pieces of a local tensor [B,H,C,.]: one (contiguous) or two halves (zigzag).</summary>
+        public Tensor[] Pieces(Tensor x) => SequenceLayout.LocalPieces(x, Options.Layout);
 
-/// <summary>LASP-2 forward (Alg. 1/2) and hand-written backward (Alg. 3/4) for one rank.</summary>
-sealed class Lasp2Function : autograd.SingleTensorFunction<Lasp2Function>
-{
-    public override string Name => nameof(Lasp2Function);
+        /// <summary>The inverse of <see cref="Pieces"/>: one piece is returned as is (no copy), two are concatenated.</summary>
+        public static Tensor Join(IList<Tensor> pieces) => pieces.Count == 1 ? pieces[0] : cat(pieces, 2);
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
-    {
-        var (q, k, v, call) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Lasp2Call)vars[3]);
-        var (lambda, block, causal) = (call.Lambda, call.Options.BlockSize, call.Options.Causal);
-        using var scope = NewDisposeScope();
-        var (qs, ks, vs) = (call.Pieces(q), call.Pieces(k), call.Pieces(v));
-        int pieces = qs.Length;
-        // Alg. 2 step 1: M_t = K_t^T V_t, here per piece m_p = sum_i lambda^(C_p-1-i) k_i^T v_i (with the block states)
-        var states = Enumerable.Range(0, pieces).Select(p => Kernel.ForwardStates(ks[p], vs[p], lambda, block, causal)).ToArray();
-        var packet = stack(Enumerable.Range(0, pieces).Select(p => cat([
-            states[p].Total.flatten(),                                                       // m_p
-            Masks.DecayPower(lambda, qs[p].shape[2], q.dtype, q.device).flatten()]))        // gamma_p = lambda^(C_p) [H]
-            .ToList());                                                                      // [P, B*H*Dk*Dv + H]
-        var watch = Stopwatch.StartNew();
-        // Alg. 2 step 1: start the AllGather of [M_t]_1^W asynchronously
-        var handle = call.Group.AllGatherAsync(packet);
-        // Alg. 2 step 2, while it is in flight: the part of O_intra = [(Q_t K_t^T) (.) Psi] V_t that needs no state:
-        // the diagonal blocks (masked inside; unmasked: Q_t M_t)
-        var diagonal = Enumerable.Range(0, pieces).Select(p => Kernel.DiagonalOutput(qs[p], ks[p], vs[p], states[p], lambda, block)).ToArray();
-        var gathered = call.Wait(handle, watch, "forward");                                 // [W, P, B*H*Dk*Dv + H]
-        long stateSize = states[0].Total.numel();
-        long[] stateShape = [gathered.shape[0], pieces, .. states[0].Total.shape];
-        var allStates = gathered.narrow(2, 0, stateSize).reshape(stateShape);               // [W,P,B,H,Dk,Dv]
-        var allGammas = gathered.narrow(2, stateSize, lambda.Length)
-                                .reshape(gathered.shape[0], pieces, 1, lambda.Length, 1, 1); // [W,P,1,H,1,1]
-        // Alg. 2 step 3: P_t = sum_{u<t} M_u (decayed, per piece in global order; unmasked: every other piece)
-        var prefixes = call.Fold(allStates, allGammas, backward: false);                    // [P,B,H,Dk,Dv]
-        // Each block b of piece p sees S_{b-1} + lambda^(start_b) P_p (unmasked: P_p)
-        var seen = Enumerable.Range(0, pieces)
-            .Select(p => Kernel.StatesSeen(states[p], prefixes[p], lambda, block, qs[p], fromStart: true, reuseLocal: true)).ToArray();
-        // Alg. 2 step 4: O_t = O_intra + Q_t P_t, the inter-block terms of O_intra fused with Q_t P_t
-        var output = Lasp2Call.Join(Enumerable.Range(0, pieces)
-            .Select(p => Kernel.StateOutput(qs[p], seen[p], lambda, block, addTo: diagonal[p])).ToList()); // [B,H,C,Dv]
-
-        // Alg. 2 step 4: cache P_t (inside the states seen), the summaries and the gammas for backward
-        var saved = new List<Tensor> { q, k, v, allGammas.contiguous() };
-        for (int p = 0; p < pieces; p++) saved.AddRange([states[p].Total, seen[p]]);
-        foreach (var tensor in saved.Skip(3)) tensor.MoveToOuterDisposeScope();           // saved after forward returns
-        ctx.save_for_backward(saved);
-        ctx.save_data("call", call);
-        return output.MoveToOuterDisposeScope();
-    }
-
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor dO)
-    {
-        var call = (Lasp2Call)ctx.get_data("call");
-        var (lambda, block, causal) = (call.Lambda, call.Options.BlockSize, call.Options.Causal);
-        using var scope = NewDisposeScope();
-        var saved = ctx.get_saved_variables();
-        var (q, k, v, gammas) = (saved[0], saved[1], saved[2], saved[3]);
-        var (qs, ks, vs, dOs) = (call.Pieces(q), call.Pieces(k), call.Pieces(v), call.Pieces(dO));
-        int pieces = qs.Length;
-        var (summaries, seen) = (Enumerable.Range(0, pieces).Select(p => saved[4 + 2 * p]).ToArray(),
-                                 Enumerable.Range(0, pieces).Select(p => saved[5 + 2 * p]).ToArray());
-        // Alg. 4 step 1: dM_t = Q_t^T dO_t, per piece dm_p = sum_i lambda^(i+1) q_i^T do_i (with the block gradients)
-        var backwardStates = Enumerable.Range(0, pieces).Select(p => Kernel.BackwardStates(qs[p], dOs[p], lambda, block, causal)).ToArray();
-        var watch = Stopwatch.StartNew();
-        // Alg. 4 step 1: start the AllGather of [dM_t]_1^W asynchronously
-        var handle = call.Group.AllGatherAsync(stack(backwardStates.Select(s => s.Total).ToList())); // [P,B,H,Dk,Dv]
-        // Alg. 4 step 2, while it is in flight: the intra gradients that need no state (A = Q K^T (.) Psi,
-        // dA = dO V^T (.) Psi on the diagonal blocks: dQ = dA K, dK = dA^T Q, dV = A^T dO)
-        var diagonal = Enumerable.Range(0, pieces)
-            .Select(p => Kernel.DiagonalGradients(qs[p], ks[p], vs[p], dOs[p], summaries[p], backwardStates[p], lambda, block)).ToArray();
-        var gathered = call.Wait(handle, watch, "backward");                                // [W,P,B,H,Dk,Dv]
-        // Alg. 4 step 3: G_t = sum_{u>t} dM_u (decayed, per piece in global order; unmasked: every other piece)
-        var suffixes = call.Fold(gathered, gammas, backward: true);                          // [P,B,H,Dk,Dv]
-        for (int p = 0; p < pieces; p++)
+        /// <summary>
+        /// Step 3: from every rank's pieces [W,P,B,H,Dk,Dv] and their gammas [W,P,1,H,1,1], this rank's folded state
+        /// per piece [P,B,H,Dk,Dv]: causal forward, the exclusive prefix P; causal backward, the exclusive suffix G;
+        /// unmasked, both (the sum over every other piece). The fold runs in global piece order (the zigzag rule).
+        /// </summary>
+        public Tensor Fold(Tensor gathered, Tensor gammas, bool backward)
         {
-            // Each block b leaves dS_b + lambda^(C_p-end_b) G_p (unmasked: G_p)
-            var leaving = Kernel.StatesSeen(backwardStates[p], suffixes[p], lambda, block, qs[p], fromStart: false, reuseLocal: true);
-            // Alg. 4 step 4: dQ_t += dO_t P_t^T, dK_t += V_t G_t^T, dV_t += K_t G_t, fused with the inter-block terms
-            // (added in place into the diagonal gradients)
-            Kernel.StateGradients(ks[p], vs[p], dOs[p], seen[p], leaving, lambda, block, addTo: diagonal[p]);
+            var layout = Options.Layout;
+            var ordered = SequenceLayout.ToSequenceOrder(gathered, layout);                  // [W*P,B,H,Dk,Dv]
+            var orderedGammas = SequenceLayout.ToSequenceOrder(gammas, layout);              // [W*P,1,H,1,1]
+            Tensor Before() => StatePrefix.Exclusive(ordered, orderedGammas, dim: 0).Prefixes;
+            Tensor After() => StatePrefix.ExclusiveSuffix(ordered, orderedGammas, dim: 0).Suffixes;
+            var folded = !Options.Causal ? Before() + After() : backward ? After() : Before();
+            return SequenceLayout.RankPieces(folded, Group.Rank, Group.WorldSize, layout);
         }
-        return [Lasp2Call.Join(diagonal.Select(d => d.DQ).ToList()).MoveToOuterDisposeScope(),
-                Lasp2Call.Join(diagonal.Select(d => d.DK).ToList()).MoveToOuterDisposeScope(),
-                Lasp2Call.Join(diagonal.Select(d => d.DV).ToList()).MoveToOuterDisposeScope(), null!];
+
+        /// <summary>
+        /// Waits for an AllGather issued when <paramref name="watch"/> started and records the overlap: compute =
+        /// the time since the issue, wait = the time blocked in Wait as the group's accounting records it.
+        /// </summary>
+        public Tensor Wait(ICommHandle handle, Stopwatch watch, string direction)
+        {
+            var compute = watch.Elapsed;
+            var waitedBefore = Group.Stats[CommKind.AllGather].Wait;
+            var gathered = handle.Wait();
+            Overlap.Record(direction, compute, Group.Stats[CommKind.AllGather].Wait - waitedBefore);
+            return gathered;
+        }
+    }
+
+    /// <summary>
+    /// The forward AllGather's payload: per piece its state m_p [B,H,Dk,Dv] and its transition gamma_p = lambda^(C_p) [H],
+    /// side by side in one row, so one collective carries both.
+    /// </summary>
+    static class StatePacket
+    {
+        /// <summary>[P, B*H*Dk*Dv + H] from the states [B,H,Dk,Dv] and gammas [1,H,1,1] of this rank's P pieces.</summary>
+        public static Tensor Pack(IReadOnlyList<Tensor> states, IReadOnlyList<Tensor> gammas) =>
+            stack(states.Zip(gammas, (m, gamma) => cat([m.flatten(), gamma.flatten()])).ToList());
+
+        /// <summary>Every rank's states [W,P,B,H,Dk,Dv] and gammas [W,P,1,H,1,1] from the gathered [W, P, B*H*Dk*Dv + H].</summary>
+        public static (Tensor States, Tensor Gammas) Unpack(Tensor gathered, long[] stateShape)
+        {
+            long worldSize = gathered.shape[0], pieces = gathered.shape[1], heads = stateShape[1];
+            long stateSize = stateShape.Aggregate(1L, (a, b) => a * b);
+            var states = gathered.narrow(2, 0, stateSize).reshape([worldSize, pieces, .. stateShape]);            // [W,P,B,H,Dk,Dv]
+            var gammas = gathered.narrow(2, stateSize, heads).reshape(worldSize, pieces, 1, heads, 1, 1);        // [W,P,1,H,1,1]
+            return (states, gammas.contiguous());
+        }
+    }
+
+    /// <summary>
+    /// What backward needs from forward: the inputs, every piece's gamma as gathered [W,P,1,H,1,1] and, per local
+    /// piece, its summary m_p [B,H,Dk,Dv] and the states its blocks saw (P_p folded in).
+    /// </summary>
+    sealed record Saved(Tensor Q, Tensor K, Tensor V, Tensor Gammas, Tensor[] Summaries, Tensor[] Seen)
+    {
+        public List<Tensor> ToList() => [Q, K, V, Gammas, .. Summaries, .. Seen];
+
+        public static Saved From(IList<Tensor> saved)
+        {
+            int pieces = (saved.Count - 4) / 2;
+            return new(saved[0], saved[1], saved[2], saved[3], saved.Skip(4).Take(pieces).ToArray(), saved.Skip(4 + pieces).ToArray());
+        }
+    }
+
+    /// <summary>LASP-2 forward (Alg. 1/2) and hand-written backward (Alg. 3/4) on one rank: (call, q, k, v) -> o; do -> (-, dq, dk, dv).</summary>
+    sealed class Lasp2Function : autograd.MultiTensorFunction<Lasp2Function>
+    {
+        public override string Name => nameof(Lasp2Function);
+
+        public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var (call, q, k, v) = ((Lasp2Call)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
+            var (lambda, block, causal) = (call.Lambda, call.Options.BlockSize, call.Options.Causal);
+            using var scope = NewDisposeScope();
+            var (qs, ks, vs) = (call.Pieces(q), call.Pieces(k), call.Pieces(v));             // P x [B,H,C_p,.]
+            int pieces = qs.Length;
+            var (states, gammas, diagonal, seen, outputs) =
+                (new Kernel.BlockStates[pieces], new Tensor[pieces], new Tensor[pieces], new Tensor[pieces], new Tensor[pieces]);
+            for (int p = 0; p < pieces; p++)
+            {
+                // Alg. 2 step 1: M_t = K_t^T V_t, per piece m_p = sum_i lambda^(C_p-1-i) k_i^T v_i (with its block states)
+                states[p] = Kernel.ForwardStates(ks[p], vs[p], lambda, block, causal);
+                // gamma_p = lambda^(C_p), gathered beside m_p so that pieces of any length fold exactly
+                gammas[p] = Masks.DecayPower(lambda, qs[p].shape[2], q.dtype, q.device);      // [1,H,1,1]
+            }
+            var watch = Stopwatch.StartNew();
+            // Alg. 2 step 1: start the AllGather of [m_p, gamma_p] asynchronously
+            var handle = call.Group.AllGatherAsync(StatePacket.Pack(states.Select(s => s.Total).ToList(), gammas)); // [P, B*H*Dk*Dv + H]
+            // Alg. 2 step 2, while it is in flight: the part of O_intra = [(Q_t K_t^T) (.) Psi] V_t that needs no state,
+            // the diagonal blocks (masked inside; unmasked: Q_t M_t)
+            for (int p = 0; p < pieces; p++)
+                diagonal[p] = Kernel.DiagonalOutput(qs[p], ks[p], vs[p], states[p], lambda, block); // [B,H,C_p,Dv]
+            var (allStates, allGammas) = StatePacket.Unpack(call.Wait(handle, watch, "forward"), states[0].Total.shape);
+            // Alg. 2 step 3: P_p = sum_{u<p} (prod_{u<w<p} gamma_w) m_u in global piece order (unmasked: every other piece)
+            var prefixes = call.Fold(allStates, allGammas, backward: false);                // [P,B,H,Dk,Dv]
+            for (int p = 0; p < pieces; p++)
+            {
+                // each block b of piece p sees S_{b-1} + lambda^(start_b) P_p (unmasked: P_p)
+                seen[p] = Kernel.StatesSeen(states[p], prefixes[p], lambda, block, qs[p], fromStart: true, reuseLocal: true);
+                // Alg. 2 step 4: O_t = O_intra + Q_t P_t, the inter-block terms of O_intra fused with Q_t P_t
+                outputs[p] = Kernel.StateOutput(qs[p], seen[p], lambda, block, addTo: diagonal[p]); // [B,H,C_p,Dv]
+            }
+            var output = Lasp2Call.Join(outputs);                                            // [B,H,C,Dv]
+
+            // Alg. 2 step 4: cache P_t (inside the states seen), the summaries and the gammas for backward
+            var saved = new Saved(q, k, v, allGammas, states.Select(s => s.Total).ToArray(), seen);
+            foreach (var tensor in saved.ToList().Skip(3)) tensor.MoveToOuterDisposeScope(); // kept after forward returns
+            ctx.save_for_backward(saved.ToList());
+            ctx.save_data("call", call);
+            return [output.MoveToOuterDisposeScope()];
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs)
+        {
+            var call = (Lasp2Call)ctx.get_data("call");
+            var (lambda, block, causal) = (call.Lambda, call.Options.BlockSize, call.Options.Causal);
+            using var scope = NewDisposeScope();
+            var saved = Saved.From(ctx.get_saved_variables());
+            var (qs, ks, vs, dOs) = (call.Pieces(saved.Q), call.Pieces(saved.K), call.Pieces(saved.V), call.Pieces(gradOutputs[0]));
+            int pieces = qs.Length;
+            var (backwardStates, diagonal) = (new Kernel.BlockStates[pieces], new (Tensor DQ, Tensor DK, Tensor DV)[pieces]);
+            // Alg. 4 step 1: dM_t = Q_t^T dO_t, per piece dm_p = sum_i lambda^(i+1) q_i^T do_i (with its block gradients)
+            for (int p = 0; p < pieces; p++)
+                backwardStates[p] = Kernel.BackwardStates(qs[p], dOs[p], lambda, block, causal);
+            var watch = Stopwatch.StartNew();
+            // Alg. 4 step 1: start the AllGather of [dm_p] asynchronously (the gammas are the forward's)
+            var handle = call.Group.AllGatherAsync(stack(backwardStates.Select(s => s.Total).ToList())); // [P,B,H,Dk,Dv]
+            // Alg. 4 step 2, while it is in flight: the intra gradients that need no state (A = Q K^T (.) Psi,
+            // dA = dO V^T (.) Psi on the diagonal blocks: dQ = dA K, dK = dA^T Q, dV = A^T dO)
+            for (int p = 0; p < pieces; p++)
+                diagonal[p] = Kernel.DiagonalGradients(qs[p], ks[p], vs[p], dOs[p], saved.Summaries[p], backwardStates[p], lambda, block);
+            var gathered = call.Wait(handle, watch, "backward");                            // [W,P,B,H,Dk,Dv]
+            // Alg. 4 step 3: G_p = sum_{u>p} (prod_{p<w<u} gamma_w) dm_u in global piece order (unmasked: every other piece)
+            var suffixes = call.Fold(gathered, saved.Gammas, backward: true);               // [P,B,H,Dk,Dv]
+            for (int p = 0; p < pieces; p++)
+            {
+                // each block b leaves dS_b + lambda^(C_p-end_b) G_p (unmasked: G_p)
+                var leaving = Kernel.StatesSeen(backwardStates[p], suffixes[p], lambda, block, qs[p], fromStart: false, reuseLocal: true);
+                // Alg. 4 step 4: dQ_t += dO_t P_t^T, dK_t += V_t G_t^T, dV_t += K_t G_t, fused with the inter-block terms
+                // (added in place into the diagonal gradients)
+                Kernel.StateGradients(ks[p], vs[p], dOs[p], saved.Seen[p], leaving, lambda, block, addTo: diagonal[p]);
+            }
+            return [null!,
+                    Lasp2Call.Join(diagonal.Select(d => d.DQ).ToList()).MoveToOuterDisposeScope(), // [B,H,C,Dk]
+                    Lasp2Call.Join(diagonal.Select(d => d.DK).ToList()).MoveToOuterDisposeScope(), // [B,H,C,Dk]
+                    Lasp2Call.Join(diagonal.Select(d => d.DV).ToList()).MoveToOuterDisposeScope()]; // [B,H,C,Dv]
+        }
     }
 }

@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using static TorchSharp.torch;
 
 namespace Lasp2.Research.Attention;
@@ -54,9 +55,8 @@ public sealed class LeftProduct(bool causal, double[] decay) : IBlockAttention
     {
         if (!causal) return null;
         var distance = (queryPositions.unsqueeze(1) - keyPositions.unsqueeze(0)).to(like.device); // [Cq,Ck] p_i - p_j
-        var allowed = (distance >= 0).to(like.dtype);
-        var logDecay = tensor(decay, dtype: like.dtype, device: like.device).log().view(1, -1, 1, 1);
+        var allowed = distance.IsAtLeast(0).to(like.dtype);
         // lambda^(p_i - p_j) on allowed pairs; the clamp keeps lambda^(negative) from overflowing before the mask.
-        return (distance.clamp_min(0).to(like.dtype) * logDecay).exp() * allowed;
+        return Masks.DecayPowers(decay, distance.AtLeast(0).to(like.dtype)) * allowed;   // [1,H,Cq,Ck]
     }
 }

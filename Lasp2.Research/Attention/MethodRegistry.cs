@@ -2,7 +2,9 @@ namespace Lasp2.Research.Attention;
 
 /// <summary>
 /// Every sequence-parallel method by its registry name (what `lasp2 verify --method` and `lasp2 bench` take).
-/// To add a method, add one line to <see cref="Methods"/>.
+/// To add a method, write one file implementing <see cref="ISequenceParallelAttention"/> (its capabilities,
+/// FLOP algorithm and communication prediction live there) and add one line to <see cref="Methods"/>: the
+/// equality and communication properties, `lasp2 verify` and `lasp2 bench` iterate the registry.
 /// </summary>
 public static class MethodRegistry
 {

@@ -25,6 +25,20 @@ public sealed class RingAttention(AttentionKind kind) : ISequenceParallelAttenti
 
     public MethodCapabilities Supports => BlockKernels.Capabilities(kind);
 
+    public FlopAlgorithm Flops => kind == AttentionKind.Softmax ? FlopAlgorithm.Softmax : FlopAlgorithm.LeftProductLinear;
+
+    /// <summary>
+    /// Forward W-1 SendRecvs of the KV block, W-1 steps; backward 2(W-1) (KV blocks and their dK,dV accumulators)
+    /// in W rounds (the accumulators' last hop home adds one).
+    /// </summary>
+    public CommPrediction PredictComm(CommShape shape, int rank)
+    {
+        long w = shape.WorldSize, block = shape.KeyValueBytes;
+        return new(Name, rank,
+            DirectionPrediction.Of(w - 1, (CommKind.SendRecv, w - 1, (w - 1) * block, (w - 1) * block)),
+            DirectionPrediction.Of(w == 1 ? 0 : w, (CommKind.SendRecv, 2 * (w - 1), 2 * (w - 1) * block, 2 * (w - 1) * block)));
+    }
+
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);

@@ -20,6 +20,22 @@ public sealed class Ulysses(AttentionKind kind) : ISequenceParallelAttention
 
     public MethodCapabilities Supports => BlockKernels.Capabilities(kind);
 
+    public FlopAlgorithm Flops => kind == AttentionKind.Softmax ? FlopAlgorithm.Softmax : FlopAlgorithm.LeftProductLinear;
+
+    /// <summary>
+    /// 4 AllToAlls per direction, of Q, K, V, O (forward) or dO, dQ, dK, dV (backward): (W-1)/W of
+    /// B C e (H Dk + Hkv Dk + Hkv Dv + H Dv) each way; 4 steps.
+    /// </summary>
+    public CommPrediction PredictComm(CommShape shape, int rank)
+    {
+        long w = shape.WorldSize, perToken = (long)shape.Batch * shape.ElementSize;
+        long[] widths = [shape.Heads * shape.DimK, shape.KvHeads * shape.DimK, shape.KvHeads * shape.DimV, shape.Heads * shape.DimV];
+        // an AllToAll of b bytes moves (W-1) (b / W) each way; b / W = B C e x / W over the local tokens
+        long bytes = widths.Sum(x => (w - 1) * (perToken * shape.Local * x / w));
+        var allToAll = DirectionPrediction.Of(4, (CommKind.AllToAll, 4, bytes, bytes));
+        return new(Name, rank, allToAll, allToAll);
+    }
+
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);

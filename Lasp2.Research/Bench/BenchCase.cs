@@ -1,3 +1,4 @@
+using Lasp2.Research.Attention;
 using static TorchSharp.torch;
 
 namespace Lasp2.Research.Bench;

@@ -130,7 +130,7 @@ public static class BenchTargets
     }
 
     /// <summary>
-    /// The paper's speed-ups of LASP-2 (tokens/s ratio minus one; algorithms.md, 64 A100, Linear-Llama3-1B)
+    /// The paper's speed-ups of LASP-2 (tokens/s ratio minus one; arXiv 2502.07563, 64 A100, Linear-Llama3-1B)
     /// beside the ratios measured here for each backend and W at the longest N both methods ran.
     /// </summary>
     public static DataFrame PaperComparison(DataFrame frame)

@@ -1,19 +1,6 @@
-namespace Lasp2.Research.Bench;
+using Lasp2.Research.Attention;
 
-/// <summary>How a method computes attention, which fixes the matrix products it needs.</summary>
-public enum FlopAlgorithm
-{
-    /// <summary>
-    /// Linear attention in chunked form (single-device kernel, LASP-1, LASP-2): causal = per block the
-    /// state K_b^T V_b, the inter term Q_b S_{b-1} and the masked intra term (Q_b K_b^T (.) Psi) V_b;
-    /// unmasked = the right product Q (K^T V).
-    /// </summary>
-    ChunkedLinear,
-    /// <summary>Linear attention as a left product (Q K^T (.) M) V over token pairs: Ring Attention (linear).</summary>
-    LeftProductLinear,
-    /// <summary>Softmax attention softmax(Q K^T) V over token pairs (Ring softmax, AllGather-CP, Ulysses).</summary>
-    Softmax,
-}
+namespace Lasp2.Research.Bench;
 
 /// <summary>The layer one benchmark configuration runs.</summary>
 /// <param name="Batch">B (&gt;= 1).</param>

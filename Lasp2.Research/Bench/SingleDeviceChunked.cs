@@ -20,6 +20,11 @@ public sealed class SingleDeviceChunked : ISequenceParallelAttention
     public MethodCapabilities Supports { get; } =
         new(AttentionKind.Linear, Causal: true, Unmasked: true, Decay: true, [Layout.Contiguous], GroupedKv: false);
 
+    public FlopAlgorithm Flops => FlopAlgorithm.ChunkedLinear;
+
+    /// <summary>A single device sends nothing.</summary>
+    public CommPrediction PredictComm(CommShape shape, int rank) => new(Name, rank, DirectionPrediction.None, DirectionPrediction.None);
+
     /// <summary>Output [B,H,N,Dv] of q, k [B,H,N,Dk], v [B,H,N,Dv] on a one-rank <paramref name="group"/>.</summary>
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {

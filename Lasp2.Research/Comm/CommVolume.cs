@@ -8,7 +8,7 @@ public readonly record struct CommBytes(long Sent, long Received);
 /// them, whatever the backend really does underneath (MPI picks its own algorithms; the in-process
 /// backend copies memory). The figures are exact integers, depend only on the world size, the rank
 /// and the tensor sizes, and are identical for the in-process and the MPI backend, so a method's
-/// communication volume can be asserted against the analytic table in algorithms.md.
+/// communication volume can be asserted against the communication table in docs/algorithms.md.
 /// With W = 1 every collective moves 0 bytes; a message a rank sends to itself moves 0 bytes.
 /// </summary>
 public static class CommVolume

@@ -1,5 +1,4 @@
 using Lasp2.Reference;
-using Lasp2.Research.Attention;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -14,7 +13,7 @@ namespace Lasp2.Research.Kernels;
 /// [B,H,n,L,L] (never C x C, and bounded whatever C is). With W = 1 and no initial state this is plain
 /// single-device chunked linear attention.
 ///
-/// Causal, local index i in the shard, block b with in-block index i' and length L (algorithms.md, form 4):
+/// Causal, local index i in the shard, block b with in-block index i' and length L (docs/algorithms.md, "Single-device forms", form 4):
 ///   s_b = sum_j lambda^(L-1-j) k_j^T v_j,  S_b = lambda^L S_{b-1} + s_b (S_{-1} = S_0; the StatePrefix fold)
 ///   o_i = lambda^(i'+1) q_i S_{b-1} + sum_{j&lt;=i in b} lambda^(i-j) (q_i . k_j) v_j
 /// Unmasked (lambda = 1): o_i = q_i (S_0 + K^T V).
@@ -57,7 +56,7 @@ public static class ChunkedLinearAttention
         var seen = StatesSeen(states, initialState, lambda, blockSize, q, fromStart: true, reuseLocal: true);
         var output = StateOutput(q, seen, lambda, blockSize, addTo: diagonal);
         var state = initialState is null ? states.Total
-            : states.Total + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * initialState;
+            : states.Total.Plus(Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * initialState);
         return (output.MoveToOuterDisposeScope(), state.MoveToOuterDisposeScope(), seen.MoveToOuterDisposeScope());
     }
 
@@ -80,7 +79,7 @@ public static class ChunkedLinearAttention
         var leaving = StatesSeen(backward, dState, lambda, blockSize, q, fromStart: false, reuseLocal: true);
         var (dq, dk, dv) = StateGradients(k, v, dO, entering, leaving, lambda, blockSize, addTo: diagonal);
         var dInitial = dState is null ? backward.Total
-            : backward.Total + Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * dState;
+            : backward.Total.Plus(Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * dState);
         return (dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(),
                 dv.MoveToOuterDisposeScope(), dInitial.MoveToOuterDisposeScope());
     }
@@ -136,8 +135,8 @@ public static class ChunkedLinearAttention
             .Select(j => (double)(fromStart ? j * blockSize : n - Math.Min(n, (j + 1L) * blockSize))).ToArray();
         var decay = Powers(lambda, tensor(exponents, dtype: like.dtype, device: like.device), blocked: true);  // [1,H,1,nb,1]
         var term = decay.transpose(2, 3) * outer.unsqueeze(2);                                               // [B,H,nb,Dk,Dv]
-        if (!reuseLocal) return (local.Blocks + term).MoveToOuterDisposeScope();
-        local.Blocks.add_(term);
+        if (!reuseLocal) return local.Blocks.Plus(term).MoveToOuterDisposeScope();
+        local.Blocks.AddInPlace(term);
         return local.Blocks;
     }
 
@@ -152,7 +151,7 @@ public static class ChunkedLinearAttention
         if (seen.dim() == 4)
         {
             using var unmasked = NewDisposeScope();
-            return output.add_(q.matmul(seen));                                              // O += Q S_outer
+            return output.AddInPlace(q.matmul(seen));                                        // O += Q S_outer
         }
         var decays = new BlockDecays(lambda, blockSize, q);
         foreach (var segment in Segments(q, seen.shape[^1], blockSize))
@@ -160,7 +159,7 @@ public static class ChunkedLinearAttention
             using var scope = NewDisposeScope();
             // o_i += lambda^(i'+1) q_i S_seen(b)
             var product = Rows(q, segment).bmm(StateRows(seen, segment));                   // [n,L,Dv]
-            Rows(output, segment, write: true).add_(decays.For(segment).Query(product));
+            Rows(output, segment, write: true).AddInPlace(decays.For(segment).Query(product));
         }
         return output;
     }
@@ -229,9 +228,9 @@ public static class ChunkedLinearAttention
         if (entering.dim() == 4)
         {
             using var unmasked = NewDisposeScope();
-            dq.add_(dO.matmul(entering.transpose(-2, -1)));                                  // dQ += dO P^T
-            dk.add_(v.matmul(leaving.transpose(-2, -1)));                                    // dK += V G^T
-            dv.add_(k.matmul(leaving));                                                      // dV += K G
+            dq.AddInPlace(dO.matmul(entering.transpose(-2, -1)));                            // dQ += dO P^T
+            dk.AddInPlace(v.matmul(leaving.transpose(-2, -1)));                              // dK += V G^T
+            dv.AddInPlace(k.matmul(leaving));                                                // dV += K G
             return (dq, dk, dv);
         }
         var decays = new BlockDecays(lambda, blockSize, k);
@@ -241,9 +240,9 @@ public static class ChunkedLinearAttention
             var (kb, vb, dOb) = (Rows(k, segment), Rows(v, segment), Rows(dO, segment));   // [n,L,D]
             var decay = decays.For(segment);
             var (seenIn, seenOut) = (StateRows(entering, segment), StateRows(leaving, segment)); // S_{b-1} + decayed P, dS_b + decayed G [n,Dk,Dv]
-            Rows(dq, segment, write: true).add_(decay.Query(dOb.bmm(seenIn.transpose(1, 2))));  // [n,L,Dk]
-            Rows(dk, segment, write: true).add_(decay.Key(vb.bmm(seenOut.transpose(1, 2))));    // [n,L,Dk]
-            Rows(dv, segment, write: true).add_(decay.Key(kb.bmm(seenOut)));                    // [n,L,Dv]
+            Rows(dq, segment, write: true).AddInPlace(decay.Query(dOb.bmm(seenIn.transpose(1, 2))));  // [n,L,Dk]
+            Rows(dk, segment, write: true).AddInPlace(decay.Key(vb.bmm(seenOut.transpose(1, 2))));    // [n,L,Dk]
+            Rows(dv, segment, write: true).AddInPlace(decay.Key(kb.bmm(seenOut)));                    // [n,L,Dv]
         }
         return (dq, dk, dv);
     }
@@ -388,10 +387,9 @@ public static class ChunkedLinearAttention
             if (lambda.All(l => l == 1.0)) return;
             foreach (long length in new[] { blockSize, like.shape[2] % blockSize }.Where(l => l > 0 && l <= like.shape[2]).Distinct())
             {
-                var local = arange(length, dtype: like.dtype, device: like.device);
                 tables[length] = (Masks.Decay(length, lambda, like.dtype, like.device),            // [H,L,L]
-                                  Powers(lambda, local + 1, blocked: false).squeeze(0),            // [H,L,1]
-                                  Powers(lambda, (length - 1) - local, blocked: false).squeeze(0));
+                                  Powers(lambda, Scalars.Range(1, length + 1, like.dtype, like.device), blocked: false).squeeze(0), // [H,L,1]: i'+1
+                                  Powers(lambda, Scalars.Range(length - 1, -1, like.dtype, like.device, step: -1), blocked: false).squeeze(0)); // L-1-j
             }
         }
 
@@ -419,9 +417,7 @@ public static class ChunkedLinearAttention
     /// <summary>lambda_h^e per exponent e: [1,H,1,L,1] (blocked) or [1,H,L,1].</summary>
     static Tensor Powers(double[] lambda, Tensor exponents, bool blocked)
     {
-        var logDecay = tensor(lambda, dtype: exponents.dtype, device: exponents.device).log();
-        return blocked
-            ? (exponents.view(1, 1, 1, -1, 1) * logDecay.view(1, -1, 1, 1, 1)).exp()
-            : (exponents.view(1, 1, -1, 1) * logDecay.view(1, -1, 1, 1)).exp();
+        var powers = Masks.DecayPowers(lambda, exponents).unsqueeze(-1);                    // [1,H,L,1]
+        return blocked ? powers.unsqueeze(2) : powers;
     }
 }

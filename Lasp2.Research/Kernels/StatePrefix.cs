@@ -2,15 +2,16 @@ using Lasp2.Reference;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Lasp2.Research.Attention;
+namespace Lasp2.Research.Kernels;
 
 /// <summary>
 /// The (gamma, m) fold shared by every state-passing method (LASP-2, LASP-1, the chunked kernel's
 /// blocks): an associative scan over pairs (gamma_u, m_u) with
 /// (gamma_a, m_a) o (gamma_b, m_b) = (gamma_b gamma_a, gamma_b m_a + m_b)
-/// (algorithms.md, "LASP-2 with scalar decay"). m_u is the zero-start state summary of element u
+/// (docs/algorithms.md, "The (gamma, m) scan"). m_u is the zero-start state summary of element u
 /// (a block, a rank's shard or a zigzag piece) and gamma_u the decay across it (lambda^length).
-/// Forward uses the exclusive prefix, backward the exclusive suffix of the gradients.
+/// Forward uses the exclusive prefix, backward the exclusive suffix of the gradients. The piece order the
+/// scan runs in is <see cref="SequenceLayout.ToSequenceOrder"/>'s.
 /// </summary>
 public static class StatePrefix
 {
@@ -30,7 +31,7 @@ public static class StatePrefix
             // No decay: P = cumsum(m) - m, one batched call instead of a step per element.
             var inclusive = states.cumsum(dim);
             var sum = inclusive.select(dim, states.shape[dim] - 1).clone();
-            return (inclusive.sub_(states).MoveToOuterDisposeScope(), sum.MoveToOuterDisposeScope());
+            return (inclusive.SubtractInPlace(states).MoveToOuterDisposeScope(), sum.MoveToOuterDisposeScope());
         }
         var accumulated = zeros_like(states.select(dim, 0));
         var prefixes = new List<Tensor>();
@@ -59,7 +60,7 @@ public static class StatePrefix
             // No decay: G = sum(dm) - cumsum(dm), one batched call instead of a step per element.
             var inclusive = grads.cumsum(dim);
             var sum = inclusive.select(dim, count - 1).clone();
-            return (inclusive.neg_().add_(sum.unsqueeze(dim)).MoveToOuterDisposeScope(), sum.MoveToOuterDisposeScope());
+            return (inclusive.neg_().AddInPlace(sum.unsqueeze(dim)).MoveToOuterDisposeScope(), sum.MoveToOuterDisposeScope());
         }
         var accumulated = zeros_like(grads.select(dim, 0));
         var suffixes = new Tensor[count];
@@ -70,42 +71,6 @@ public static class StatePrefix
             accumulated = gammas.select(dim, u) * accumulated + grads.select(dim, u);
         }
         return (stack(suffixes, dim).MoveToOuterDisposeScope(), accumulated.MoveToOuterDisposeScope());
-    }
-
-    /// <summary>
-    /// The global sequence index of the piece a rank holds in local slot <paramref name="slot"/>:
-    /// contiguous, rank r holds piece r; zigzag (2W pieces), rank r holds pieces r and 2W-1-r in that order.
-    /// </summary>
-    public static int GlobalPiece(int rank, int slot, int worldSize, Layout layout) =>
-        layout == Layout.Contiguous || slot == 0 ? rank : 2 * worldSize - 1 - rank;
-
-    /// <summary>
-    /// Every rank's pieces, gathered in rank order [W, P, ...] (P pieces per rank), re-ordered into
-    /// global sequence order [W * P, ...]. Applying <see cref="Exclusive"/> to the result gives each
-    /// piece the prefix of all earlier pieces wherever they live (the zigzag rule).
-    /// </summary>
-    public static Tensor ToSequenceOrder(Tensor gathered, Layout layout)
-    {
-        int worldSize = (int)gathered.shape[0], piecesPerRank = (int)gathered.shape[1];
-        if (piecesPerRank != SequenceLayout.PiecesPerRank(layout))
-            throw new ArgumentException(
-                $"gathered holds {piecesPerRank} pieces per rank but layout {layout} has {SequenceLayout.PiecesPerRank(layout)}.",
-                nameof(gathered));
-        var order = new long[worldSize * piecesPerRank];
-        for (int rank = 0; rank < worldSize; rank++)
-            for (int slot = 0; slot < piecesPerRank; slot++)
-                order[GlobalPiece(rank, slot, worldSize, layout)] = rank * piecesPerRank + slot;
-        using var index = tensor(order, device: gathered.device);
-        return gathered.flatten(0, 1).index_select(0, index);
-    }
-
-    /// <summary>Picks this rank's pieces [P, ...] back out of a sequence-ordered [W * P, ...] tensor.</summary>
-    public static Tensor RankPieces(Tensor sequenceOrdered, int rank, int worldSize, Layout layout)
-    {
-        var slots = Enumerable.Range(0, SequenceLayout.PiecesPerRank(layout))
-                              .Select(slot => (long)GlobalPiece(rank, slot, worldSize, layout)).ToArray();
-        using var index = tensor(slots, device: sequenceOrdered.device);
-        return sequenceOrdered.index_select(0, index);
     }
 
     static bool AllOne(Tensor gammas)
