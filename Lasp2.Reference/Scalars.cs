@@ -60,8 +60,8 @@ public static class Scalars
     /// <summary>x -= y in place; returns x.</summary>
     public static Tensor SubtractInPlace(this Tensor x, Tensor y)
     {
-        using var one = 1.0.ToScalar();
-        return x.sub_(y, one);
+        using var minusOne = (-1.0).ToScalar();
+        return x.add_(y, minusOne);
     }
 
     /// <summary>start, start + step, ... up to (not including) stop, as <paramref name="dtype"/> on <paramref name="device"/>.</summary>

@@ -1,3 +1,4 @@
+using Lasp2.Research.Attention;
 using Microsoft.Data.Analysis;
 using TorchSharp;
 using static TorchSharp.torch;

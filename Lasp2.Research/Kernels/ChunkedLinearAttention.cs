@@ -9,9 +9,11 @@ namespace Lasp2.Research.Kernels;
 /// q, k [B,H,C,Dk], v [B,H,C,Dv] with a per-head decay lambda in (0, 1], an optional initial state S_0
 /// [B,H,Dk,Dv] (the prefix supplied by communication) and the state after the shard as a result.
 /// Blocked: the shard is cut into blocks of <c>blockSize</c> tokens (the last one may be shorter); full
-/// blocks are processed in batches [B,H,n,L,.] of about 2^20 elements, so the largest temporary is
-/// [B,H,n,L,L] (never C x C, and bounded whatever C is). With W = 1 and no initial state this is plain
-/// single-device chunked linear attention.
+/// blocks are processed in segments of one (batch, head) row, n blocks of at most about 2^20 elements per
+/// temporary: each segment is a contiguous [n,L,D] view, so its products are single batched bmm calls that
+/// read the inputs in place, and the largest temporary is [n,L,L] (never C x C, bounded whatever C is). Block
+/// states are folded over all blocks at once (StatePrefix: one cumsum without decay). A head with lambda = 1
+/// skips every decay factor. With W = 1 and no initial state this is plain single-device chunked linear attention.
 ///
 /// Causal, local index i in the shard, block b with in-block index i' and length L (docs/algorithms.md, "Single-device forms", form 4):
 ///   s_b = sum_j lambda^(L-1-j) k_j^T v_j,  S_b = lambda^L S_{b-1} + s_b (S_{-1} = S_0; the StatePrefix fold)
