@@ -67,6 +67,7 @@ public static class BenchCsv
         Text("native_heap", _ => NativeHeap.State),
         Number("peak_mem_per_rank_bytes", r => r.PeakMemoryPerRank),
         Number("process_peak_rss_bytes", r => r.ProcessPeakBytes),
+        Number("model_peak_mem_per_rank_bytes", r => r.ModelPeakMemoryPerRank),
         Text("memory_method", r => r.MemoryMethod),
         Text("flop_convention", _ => FlopCount.Convention),
         Number("peak_fp32_1t_gflops", r => Peak(r, TorchSharp.torch.ScalarType.Float32, 1)),

@@ -47,6 +47,9 @@ public sealed record BenchRow
     public double LoadStart { get; init; } = double.NaN;
     public double LoadEnd { get; init; } = double.NaN;
     public long PeakMemoryPerRank { get; init; }
+    /// <summary>The analytic memory model's peak per rank (<see cref="MemoryModel"/>; NaN for methods it does not cover).</summary>
+    public double ModelPeakMemoryPerRank => MemoryModel.Covers(Case.Method) && Case.Shape.Causal
+        ? MemoryModel.PeakBytesPerRank(Case.Shape, Case.ElementSize) : double.NaN;
     public long ProcessPeakBytes { get; init; }
 
     public double Flops => FlopCount.ForwardBackward(Case.Algorithm, Case.Shape);
