@@ -58,8 +58,11 @@ public sealed record BenchRow
     /// <summary>The measured libtorch ceiling for the threads this configuration could use in total.</summary>
     public double PeakGflops => MatmulPeak.For(Context.Peaks, Case.Dtype, UsableThreads);
     public double FractionOfPeak => GflopsPerSecond / PeakGflops;
-    /// <summary>More ranks than cores: ranks time-share cores, so wall times are no speed claim.</summary>
-    public bool Oversubscribed => Case.Shape.WorldSize > Context.Machine.Cores;
+    /// <summary>
+    /// More ranks than the machine's cores: ranks time-share cores, so wall times are no speed claim. The machine's
+    /// online CPUs, not the process's: an MPI rank bound to one core sees only that one.
+    /// </summary>
+    public bool Oversubscribed => Case.Shape.WorldSize > Math.Max(Context.Machine.Cores, MachineInfo.OnlineCpus());
 
     int UsableThreads => Math.Min(Context.Machine.Cores, Case.ThreadsPerRank * Case.Shape.WorldSize);
 
