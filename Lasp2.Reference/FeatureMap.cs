@@ -21,7 +21,7 @@ public static class FeatureMaps
     public static Tensor Apply(this FeatureMap map, Tensor x) => map switch
     {
         FeatureMap.Identity => x.alias(),
-        FeatureMap.EluPlusOne => nn.functional.elu(x, 1.0) + 1.0,
+        FeatureMap.EluPlusOne => x.Elu().Plus(1.0),
         FeatureMap.Swish => nn.functional.silu(x),
         _ => throw new ArgumentOutOfRangeException(nameof(map), map, "unknown feature map; use Identity, EluPlusOne or Swish."),
     };

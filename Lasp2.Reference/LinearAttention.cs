@@ -53,7 +53,7 @@ public static class LinearAttention
         {
             var (qi, ki, vi) = (phiQ.narrow(2, i, 1), phiK.narrow(2, i, 1), v.narrow(2, i, 1)); // [B,H,1,D]
             // S_i = lambda S_{i-1} + k_i^T v_i  (the token enters the state before it reads it)
-            state = lambdaHead * state + ki.transpose(-2, -1).matmul(vi);
+            state = (lambdaHead * state).Plus(ki.transpose(-2, -1).matmul(vi));
             outputs.Add(qi.matmul(state));                                                 // o_i = q_i S_i
         }
         return cat(outputs, 2).MoveToOuterDisposeScope();
@@ -79,7 +79,7 @@ public static class LinearAttention
             for (long start = 0; start < n; start += blockSize)
             {
                 long length = Math.Min(blockSize, n - start);
-                state = state + phiK.narrow(2, start, length).transpose(-2, -1).matmul(v.narrow(2, start, length));
+                state = state.Plus(phiK.narrow(2, start, length).transpose(-2, -1).matmul(v.narrow(2, start, length)));
             }
             return phiQ.matmul(state).MoveToOuterDisposeScope();
         }
@@ -89,16 +89,16 @@ public static class LinearAttention
         {
             long length = Math.Min(blockSize, n - start);                                  // tail: shorter block
             var (qb, kb, vb) = (phiQ.narrow(2, start, length), phiK.narrow(2, start, length), v.narrow(2, start, length));
-            var local = arange(length, dtype: q.dtype, device: q.device);
-            var queryDecay = Masks.DecayPowers(lambda, local + 1).unsqueeze(-1);           // lambda^(i+1)     [1,H,L,1]
-            var keyDecay = Masks.DecayPowers(lambda, (length - 1) - local).unsqueeze(-1);  // lambda^(L-1-j)   [1,H,L,1]
+            var local = Scalars.Range(0, length, q.dtype, q.device);
+            var queryDecay = Masks.DecayPowers(lambda, local.Plus(1)).unsqueeze(-1);         // lambda^(i+1)     [1,H,L,1]
+            var keyDecay = Masks.DecayPowers(lambda, Scalars.Minus(length - 1, local)).unsqueeze(-1); // lambda^(L-1-j)   [1,H,L,1]
             // inter: lambda^(i+1) q_i S_{b-1};  intra: (Q_b K_b^T (.) D_L) V_b
             var inter = (queryDecay * qb).matmul(state);
             var intra = (qb.matmul(kb.transpose(-2, -1)) * Masks.Decay(length, lambda, q.dtype, q.device)).matmul(vb);
-            outputs.Add(inter + intra);
+            outputs.Add(inter.Plus(intra));
             // S_b = lambda^L S_{b-1} + sum_j lambda^(L-1-j) k_j^T v_j
-            state = Masks.DecayPower(lambda, length, q.dtype, q.device) * state
-                    + (keyDecay * kb).transpose(-2, -1).matmul(vb);
+            state = (Masks.DecayPower(lambda, length, q.dtype, q.device) * state)
+                    .Plus((keyDecay * kb).transpose(-2, -1).matmul(vb));
         }
         return cat(outputs, 2).MoveToOuterDisposeScope();
     }

@@ -10,11 +10,64 @@ namespace Lasp2.Reference;
 /// An implicit Scalar (<c>t.masked_fill(mask, 0.0)</c>, <c>t * 0.5</c>, <c>1 - t</c>, <c>arange(n)</c>) is
 /// garbage as soon as its handle is read, so a collection started by another rank thread can free it while
 /// libtorch still reads it: "Expected false to be true" from c10::Scalar::toDouble, or a wrong value.
-/// Here the Scalar is a <c>using</c> local, disposed only after the call returned. Every number that meets a
-/// tensor in Lasp2.Reference and Lasp2.Research goes through this class (ImplicitScalarGuardTests checks it).
+/// Here the Scalar is a <c>using</c> local, disposed only after the call returned, or the immortal <see cref="One"/>.
+/// Every number that meets a tensor in Lasp2.Reference and Lasp2.Research goes through this class, and so does
+/// every tensor <c>a + b</c>, whose alpha = 1 TorchSharp makes implicitly (ImplicitScalarGuardTests checks it).
 /// </summary>
 public static class Scalars
 {
+    /// <summary>
+    /// The integer 1 as a Scalar that is never disposed: a static field keeps it reachable for the life of the
+    /// process, so its finalizer never runs. Shared by all rank threads: libtorch only reads a c10::Scalar
+    /// (a tagged value, never written after construction), so concurrent reads are safe. Integer, like the
+    /// alpha TorchSharp itself passes, because libtorch refuses a floating alpha for integer tensors.
+    /// </summary>
+    public static readonly Scalar One = 1.ToScalar();
+
+    /// <summary>a + b, element-wise (alpha = <see cref="One"/> instead of TorchSharp's implicit alpha).</summary>
+    public static Tensor Plus(this Tensor a, Tensor b) => a.add(b, One);
+
+    /// <summary>a += b, in place; returns a.</summary>
+    public static Tensor PlusInPlace(this Tensor a, Tensor b) => a.add_(b, One);
+
+    /// <summary>x + value, element-wise.</summary>
+    public static Tensor Plus(this Tensor x, double value)
+    {
+        using var s = value.ToScalar();
+        return x.add(s, One);
+    }
+
+    /// <summary>value - x, element-wise.</summary>
+    public static Tensor Minus(double value, Tensor x)
+    {
+        using var s = value.ToScalar();
+        return x.negative().add(s, One);
+    }
+
+    /// <summary>x / divisor.</summary>
+    public static Tensor Over(this Tensor x, double divisor)
+    {
+        using var s = divisor.ToScalar();
+        return x.div(s);
+    }
+
+    /// <summary>x /= divisor, in place; returns x.</summary>
+    public static Tensor OverInPlace(this Tensor x, double divisor)
+    {
+        using var s = divisor.ToScalar();
+        return x.div_(s);
+    }
+
+    /// <summary>Sets every element of x to value, in place; returns x.</summary>
+    public static Tensor Fill(this Tensor x, double value)
+    {
+        using var s = value.ToScalar();
+        return x.fill_(s);
+    }
+
+    /// <summary>elu(x) with alpha = 1 (the Scalars alpha, scale and input scale are all <see cref="One"/>).</summary>
+    public static Tensor Elu(this Tensor x) => x.elu(One, One, One);
+
     /// <summary>x with <paramref name="value"/> where <paramref name="mask"/> is true.</summary>
     public static Tensor MaskedFill(this Tensor x, Tensor mask, double value)
     {
@@ -41,20 +94,6 @@ public static class Scalars
     {
         using var s = value.ToScalar();
         return x.ge(s);
-    }
-
-    /// <summary>x + y (the alpha = 1 of Tensor.add kept alive across the call).</summary>
-    public static Tensor Plus(this Tensor x, Tensor y)
-    {
-        using var one = 1.0.ToScalar();
-        return x.add(y, one);
-    }
-
-    /// <summary>x += y in place; returns x.</summary>
-    public static Tensor AddInPlace(this Tensor x, Tensor y)
-    {
-        using var one = 1.0.ToScalar();
-        return x.add_(y, one);
     }
 
     /// <summary>x -= y in place; returns x.</summary>

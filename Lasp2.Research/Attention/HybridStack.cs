@@ -68,7 +68,7 @@ public sealed class HybridStack
         Guards.AtLeast(kvHeads, 1, nameof(kvHeads));
         if (heads % kvHeads != 0)
             throw new ArgumentException($"heads = {heads} is not a multiple of kvHeads = {kvHeads}.", nameof(kvHeads));
-        Tensor Weight(long rows, long columns) => randn([rows, columns], dtype: dtype, generator: generator) / Math.Sqrt(rows);
+        Tensor Weight(long rows, long columns) => randn([rows, columns], dtype: dtype, generator: generator).Over(Math.Sqrt(rows));
         return Pattern.Select(layer =>
         {
             int kv = layer == 'L' ? heads : kvHeads;
@@ -98,13 +98,13 @@ public sealed class HybridStack
         {
             var layer = layers[l];
             // h = x / sqrt(mean(x^2) + eps): keeps every layer's scores O(1) however the residual stream grows
-            var normed = x / (x.square().mean([-1], keepdim: true) + RmsEpsilon).sqrt();     // [B,C,D]
+            var normed = x / (x * x).mean([-1], keepdim: true).Plus(RmsEpsilon).sqrt();       // [B,C,D]
             // Heads(h W): [B,C,D] -> [B,h,C,d]
             Tensor Heads(Tensor weight, int heads) => normed.matmul(weight).view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2);
             var output = attention(Pattern[l], Heads(layer.Query, layer.Heads), Heads(layer.Key, layer.KvHeads),
                                    Heads(layer.Value, layer.KvHeads));                  // [B,H,C,Dv]
             // x <- x + O W_o (residual)
-            x = x + output.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1).matmul(layer.Output); // [B,C,D]
+            x = x.Plus(output.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1).matmul(layer.Output)); // [B,C,D]
         }
         return x;
     }

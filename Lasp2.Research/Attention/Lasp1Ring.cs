@@ -89,7 +89,7 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
                 : owners[piece - 1] == group.Rank ? carried!
                 : group.Recv(states.Total.shape, q.dtype, owners[piece - 1]);            // P_p [B,H,Dk,Dv]
             // P_{p+1} = lambda^L P_p + m_p, sent on at once so the next rank can start
-            var next = chain.PieceDecay(q) * prefix + states.Total;
+            var next = (chain.PieceDecay(q) * prefix).Plus(states.Total);
             if (piece + 1 < owners.Length)
             {
                 if (owners[piece + 1] == group.Rank) carried = next;
@@ -122,7 +122,7 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
                 : owners[piece + 1] == group.Rank ? carried!
                 : group.Recv(backward.Total.shape, q.dtype, owners[piece + 1]);          // G_p [B,H,Dk,Dv]
             // G_{p-1} = lambda^L G_p + dm_p, sent back at once
-            var previous = chain.PieceDecay(q) * suffix + backward.Total;
+            var previous = (chain.PieceDecay(q) * suffix).Plus(backward.Total);
             if (piece > 0)
             {
                 if (owners[piece - 1] == group.Rank) carried = previous;

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Lasp2.Reference;
 using Lasp2.Research.Comm;
 using Lasp2.Research.Kernels;
@@ -55,6 +54,9 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
                                DirectionPrediction.Of(1, (CommKind.AllGather, 1, backward, backward)));
     }
 
+    /// <summary>The computation each AllGather hides (Alg. 2/4 step 2), as a group implementing <see cref="IComputePhases"/> is told it.</summary>
+    public const string ForwardIntra = "forward intra", BackwardIntra = "backward intra";
+
     /// <summary>Compute time vs time blocked in Wait for the "forward" and "backward" AllGathers.</summary>
     public OverlapLog Overlap { get; } = new();
 
@@ -91,22 +93,13 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
             var orderedGammas = SequenceLayout.ToSequenceOrder(gammas, layout);              // [W*P,1,H,1,1]
             Tensor Before() => StatePrefix.Exclusive(ordered, orderedGammas, dim: 0).Prefixes;
             Tensor After() => StatePrefix.ExclusiveSuffix(ordered, orderedGammas, dim: 0).Suffixes;
-            var folded = !Options.Causal ? Before() + After() : backward ? After() : Before();
+            var folded = !Options.Causal ? Before().Plus(After()) : backward ? After() : Before();
             return SequenceLayout.RankPieces(folded, Group.Rank, Group.WorldSize, layout);
         }
 
-        /// <summary>
-        /// Waits for an AllGather issued when <paramref name="watch"/> started and records the overlap: compute =
-        /// the time since the issue, wait = the time blocked in Wait as the group's accounting records it.
-        /// </summary>
-        public Tensor Wait(ICommHandle handle, Stopwatch watch, string direction)
-        {
-            var compute = watch.Elapsed;
-            var waitedBefore = Group.Stats[CommKind.AllGather].Wait;
-            var gathered = handle.Wait();
-            Overlap.Record(direction, compute, Group.Stats[CommKind.AllGather].Wait - waitedBefore);
-            return gathered;
-        }
+        /// <summary>Issues the AllGather of <paramref name="packet"/> asynchronously; its window records the overlap under <paramref name="direction"/>.</summary>
+        public OverlapWindow Gather(Tensor packet, string direction) =>
+            OverlapWindow.Issue(Group, Overlap, direction, group => group.AllGatherAsync(packet));
     }
 
     /// <summary>
@@ -166,14 +159,14 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
                 // gamma_p = lambda^(C_p), gathered beside m_p so that pieces of any length fold exactly
                 gammas[p] = Masks.DecayPower(lambda, qs[p].shape[2], q.dtype, q.device);      // [1,H,1,1]
             }
-            var watch = Stopwatch.StartNew();
             // Alg. 2 step 1: start the AllGather of [m_p, gamma_p] asynchronously
-            var handle = call.Group.AllGatherAsync(StatePacket.Pack(states.Select(s => s.Total).ToList(), gammas)); // [P, B*H*Dk*Dv + H]
+            var gather = call.Gather(StatePacket.Pack(states.Select(s => s.Total).ToList(), gammas), "forward"); // [P, B*H*Dk*Dv + H]
             // Alg. 2 step 2, while it is in flight: the part of O_intra = [(Q_t K_t^T) (.) Psi] V_t that needs no state,
             // the diagonal blocks (masked inside; unmasked: Q_t M_t)
-            for (int p = 0; p < pieces; p++)
-                diagonal[p] = Kernel.DiagonalOutput(qs[p], ks[p], vs[p], states[p], lambda, block); // [B,H,C_p,Dv]
-            var (allStates, allGammas) = StatePacket.Unpack(call.Wait(handle, watch, "forward"), states[0].Total.shape);
+            using (gather.Computing(ForwardIntra))
+                for (int p = 0; p < pieces; p++)
+                    diagonal[p] = Kernel.DiagonalOutput(qs[p], ks[p], vs[p], states[p], lambda, block); // [B,H,C_p,Dv]
+            var (allStates, allGammas) = StatePacket.Unpack(gather.Wait(), states[0].Total.shape);
             // Alg. 2 step 3: P_p = sum_{u<p} (prod_{u<w<p} gamma_w) m_u in global piece order (unmasked: every other piece)
             var prefixes = call.Fold(allStates, allGammas, backward: false);                // [P,B,H,Dk,Dv]
             for (int p = 0; p < pieces; p++)
@@ -205,14 +198,14 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
             // Alg. 4 step 1: dM_t = Q_t^T dO_t, per piece dm_p = sum_i lambda^(i+1) q_i^T do_i (with its block gradients)
             for (int p = 0; p < pieces; p++)
                 backwardStates[p] = Kernel.BackwardStates(qs[p], dOs[p], lambda, block, causal);
-            var watch = Stopwatch.StartNew();
             // Alg. 4 step 1: start the AllGather of [dm_p] asynchronously (the gammas are the forward's)
-            var handle = call.Group.AllGatherAsync(stack(backwardStates.Select(s => s.Total).ToList())); // [P,B,H,Dk,Dv]
+            var gather = call.Gather(stack(backwardStates.Select(s => s.Total).ToList()), "backward"); // [P,B,H,Dk,Dv]
             // Alg. 4 step 2, while it is in flight: the intra gradients that need no state (A = Q K^T (.) Psi,
             // dA = dO V^T (.) Psi on the diagonal blocks: dQ = dA K, dK = dA^T Q, dV = A^T dO)
-            for (int p = 0; p < pieces; p++)
-                diagonal[p] = Kernel.DiagonalGradients(qs[p], ks[p], vs[p], dOs[p], saved.Summaries[p], backwardStates[p], lambda, block);
-            var gathered = call.Wait(handle, watch, "backward");                            // [W,P,B,H,Dk,Dv]
+            using (gather.Computing(BackwardIntra))
+                for (int p = 0; p < pieces; p++)
+                    diagonal[p] = Kernel.DiagonalGradients(qs[p], ks[p], vs[p], dOs[p], saved.Summaries[p], backwardStates[p], lambda, block);
+            var gathered = gather.Wait();                                                    // [W,P,B,H,Dk,Dv]
             // Alg. 4 step 3: G_p = sum_{u>p} (prod_{p<w<u} gamma_w) dm_u in global piece order (unmasked: every other piece)
             var suffixes = call.Fold(gathered, saved.Gammas, backward: true);               // [P,B,H,Dk,Dv]
             for (int p = 0; p < pieces; p++)

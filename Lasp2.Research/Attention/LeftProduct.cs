@@ -24,7 +24,7 @@ public sealed class LeftProduct(bool causal, double[] decay) : IBlockAttention
     }
 
     public BlockOutput Merge(BlockOutput accumulated, BlockOutput block) =>
-        new(accumulated.Output + block.Output, null);
+        new(accumulated.Output.Plus(block.Output), null);
 
     public BlockGrads Backward(Tensor q, Tensor k, Tensor v, Tensor queryPositions, Tensor keyPositions,
                                Tensor dO, BlockOutput final)

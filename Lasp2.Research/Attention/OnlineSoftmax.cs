@@ -24,9 +24,9 @@ public sealed class OnlineSoftmax(bool causal, double scale) : IBlockAttention
         var peak = maximum(lseA, lseB);
         peak = peak.MaskedFill(peak.isneginf(), 0.0);                                  // keep -inf - -inf out
         var (weightA, weightB) = ((lseA - peak).exp(), (lseB - peak).exp());           // [B,H,Cq,1]
-        var total = weightA + weightB;
-        var output = (weightA * outputA + weightB * outputB) / total.MaskedFill(total.logical_not(), 1.0);
-        return (output.MoveToOuterDisposeScope(), (peak + total.log()).MoveToOuterDisposeScope());
+        var total = weightA.Plus(weightB);
+        var output = (weightA * outputA).Plus(weightB * outputB) / total.MaskedFill(total.logical_not(), 1.0);
+        return (output.MoveToOuterDisposeScope(), peak.Plus(total.log()).MoveToOuterDisposeScope());
     }
 
     /// <summary>rowsum(dO (.) O) [B,H,Cq,1], the D term of the softmax backward.</summary>

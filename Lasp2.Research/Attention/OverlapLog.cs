@@ -1,3 +1,7 @@
+using System.Diagnostics;
+using Lasp2.Research.Comm;
+using static TorchSharp.torch;
+
 namespace Lasp2.Research.Attention;
 
 /// <summary>
@@ -45,6 +49,64 @@ public sealed class OverlapLog
     public void Reset()
     {
         lock (gate) totals.Clear();
+    }
+}
+
+/// <summary>
+/// One asynchronous collective of one rank and the computation placed beside it, the single way a method
+/// reports overlap: <see cref="Issue"/> starts the collective, each <see cref="Computing"/> block is a phase
+/// (told to the group when it implements <see cref="IComputePhases"/>, so a recording group sees it between the
+/// collective's issue and its wait), and <see cref="Wait"/> adds compute = time since the issue and wait = time
+/// blocked in Wait to the <see cref="OverlapLog"/> under the window's direction.
+/// </summary>
+public sealed class OverlapWindow
+{
+    readonly IProcessGroup group;
+    readonly OverlapLog? log;
+    readonly string direction;
+    readonly Stopwatch sinceIssue;
+    readonly ICommHandle handle;
+
+    OverlapWindow(IProcessGroup group, OverlapLog? log, string direction, Func<IProcessGroup, ICommHandle> issue)
+    {
+        (this.group, this.log, this.direction) = (group, log, direction);
+        sinceIssue = Stopwatch.StartNew();
+        handle = issue(group);
+    }
+
+    /// <summary>Issues a collective with <paramref name="issue"/>(<paramref name="group"/>) and opens its window.</summary>
+    public static OverlapWindow Issue(IProcessGroup group, OverlapLog? log, string direction, Func<IProcessGroup, ICommHandle> issue)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        ArgumentNullException.ThrowIfNull(issue);
+        return new OverlapWindow(group, log, direction, issue);
+    }
+
+    /// <summary>Marks the computation <paramref name="phase"/> until the returned object is disposed (use with <c>using</c>).</summary>
+    public IDisposable Computing(string phase) => new Phase(group as IComputePhases, phase);
+
+    /// <summary>Waits for the collective's result and records the overlap.</summary>
+    public Tensor Wait()
+    {
+        var computed = sinceIssue.Elapsed;
+        var waiting = Stopwatch.StartNew();
+        var result = handle.Wait();
+        log?.Record(direction, computed, waiting.Elapsed);
+        return result;
+    }
+
+    sealed class Phase : IDisposable
+    {
+        readonly IComputePhases? listener;
+        readonly string name;
+
+        public Phase(IComputePhases? listener, string name)
+        {
+            (this.listener, this.name) = (listener, name);
+            listener?.PhaseBegan(name);
+        }
+
+        public void Dispose() => listener?.PhaseEnded(name);
     }
 }
 

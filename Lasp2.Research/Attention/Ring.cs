@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using System.Diagnostics;
 using Lasp2.Research.Comm;
 using static TorchSharp.torch;
@@ -57,13 +58,13 @@ public static class Ring
             else
             {
                 // step s holds the accumulator of rank r - s, which left rank r - s + 1 one step earlier.
-                var sum = accumulator is null ? contribution : Wait(accumulator, compute, overlap, "backward") + contribution;
+                var sum = accumulator is null ? contribution : Wait(accumulator, compute, overlap, "backward").Plus(contribution);
                 accumulator = group.SendRecvAsync(sum, Next(group), Previous(group));
                 compute.Restart();
             }
             if (incoming is not null) current = Wait(incoming, compute, overlap, "backward");
         }
-        return accumulator is null ? own! : own! + Wait(accumulator, Stopwatch.StartNew(), overlap, "backward");
+        return accumulator is null ? own! : own!.Plus(Wait(accumulator, Stopwatch.StartNew(), overlap, "backward"));
     }
 
     /// <summary>Waits for <paramref name="handle"/> and records the computation done since <paramref name="compute"/> started.</summary>

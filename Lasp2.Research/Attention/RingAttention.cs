@@ -77,7 +77,7 @@ public sealed class RingAttention(AttentionKind kind) : ISequenceParallelAttenti
         {
             var grads = call.Kernel.Backward(q, block.narrow(-1, 0, k.shape[3]), block.narrow(-1, k.shape[3], v.shape[3]),
                                              positions[call.Group.Rank], positions[owner], dO, final);
-            dQ = dQ + grads.DQ;
+            dQ = dQ.Plus(grads.DQ);
             return cat([grads.DK, grads.DV], -1);                                        // [B,Hkv,C,Dk+Dv]
         }, call.Overlap);
         return (dQ, dKV.narrow(-1, 0, k.shape[3]), dKV.narrow(-1, k.shape[3], v.shape[3]));

@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using System.Diagnostics;
 using Lasp2.Research.Attention;
 using Lasp2.Research.Comm;
@@ -29,7 +30,7 @@ public static class BenchRunner
         using var generator = new Generator(20250211 + (ulong)group.Rank);
         // Scaled in place: a separate quotient would keep the unscaled draw alive in this scope (4 more [B,H,C,D] per rank).
         Tensor Random(long heads) =>
-            randn([s.Batch, heads, s.LocalLen, s.HeadDim], dtype: benchCase.Dtype, device: device, generator: generator).div_(Math.Sqrt(s.HeadDim));
+            randn([s.Batch, heads, s.LocalLen, s.HeadDim], dtype: benchCase.Dtype, device: device, generator: generator).OverInPlace(Math.Sqrt(s.HeadDim));
         var (q, k, v, dO) = (Random(s.Heads), Random(s.KvHeads), Random(s.KvHeads), Random(s.Heads)); // [B,H,C,D]
         var options = new AttentionOptions(s.Causal, benchCase.Decay, Reference.Layout.Contiguous, s.BlockSize);
 

@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using Lasp2.Research.Attention;
 using Microsoft.Data.Analysis;
 using TorchSharp;
@@ -31,7 +32,7 @@ public static class KernelProfile
         if (repetitions < 1) throw new ArgumentOutOfRangeException(nameof(repetitions), repetitions, "repetitions must be >= 1");
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        Tensor Random(params long[] shape) => randn(shape, dtype: dtype) / Math.Sqrt(dim);
+        Tensor Random(params long[] shape) => randn(shape, dtype: dtype).Over(Math.Sqrt(dim));
         var (q, k, v, dO) = (Random(batch, heads, seqLen, dim), Random(batch, heads, seqLen, dim), Random(batch, heads, seqLen, dim), Random(batch, heads, seqLen, dim));
         var lambda = Enumerable.Repeat(1.0, heads).ToArray();
         var forward = Kernel.ForwardStates(k, v, lambda, blockSize, causal: true);

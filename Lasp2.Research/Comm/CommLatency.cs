@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using System.Diagnostics;
 using static TorchSharp.torch;
 
@@ -43,7 +44,7 @@ public static class CommLatency
         for (int i = 0; i < iterations; i++)
         {
             long started = Stopwatch.GetTimestamp();
-            using (var result = empty(elements, dtype: float32)) result.fill_(0);
+            using (var result = empty(elements, dtype: float32)) result.Fill(0);
             seconds[i] = Stopwatch.GetElapsedTime(started).TotalSeconds;
         }
         Array.Sort(seconds);

@@ -62,7 +62,7 @@ public static class CommSelfTest
         };
 
         static Tensor Fold(IEnumerable<Tensor> terms, ReduceOp op) =>
-            terms.Select(t => t.to(float64)).Aggregate((a, b) => op == ReduceOp.Sum ? a + b : maximum(a, b));
+            terms.Select(t => t.to(float64)).Aggregate((a, b) => op == ReduceOp.Sum ? a.Plus(b) : maximum(a, b));
 
         public void Collectives(ScalarType dtype, long[] shape)
         {

@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using System.Diagnostics;
 using static TorchSharp.torch;
 
@@ -240,7 +241,7 @@ public sealed class InProcessGroup : IProcessGroup
         foreach (var part in parts.Skip(1))
         {
             var term = block(part.Data!).to(device);
-            total = op == ReduceOp.Sum ? total.add_(term) : total.maximum(term);
+            total = op == ReduceOp.Sum ? total.PlusInPlace(term) : total.maximum(term);
         }
         return total;
     }

@@ -138,7 +138,7 @@ public static class ChunkedLinearAttention
         var decay = Powers(lambda, tensor(exponents, dtype: like.dtype, device: like.device), blocked: true);  // [1,H,1,nb,1]
         var term = decay.transpose(2, 3) * outer.unsqueeze(2);                                               // [B,H,nb,Dk,Dv]
         if (!reuseLocal) return local.Blocks.Plus(term).MoveToOuterDisposeScope();
-        local.Blocks.AddInPlace(term);
+        local.Blocks.PlusInPlace(term);
         return local.Blocks;
     }
 
@@ -153,7 +153,7 @@ public static class ChunkedLinearAttention
         if (seen.dim() == 4)
         {
             using var unmasked = NewDisposeScope();
-            return output.AddInPlace(q.matmul(seen));                                        // O += Q S_outer
+            return output.PlusInPlace(q.matmul(seen));                                        // O += Q S_outer
         }
         var decays = new BlockDecays(lambda, blockSize, q);
         foreach (var segment in Segments(q, seen.shape[^1], blockSize))
@@ -161,7 +161,7 @@ public static class ChunkedLinearAttention
             using var scope = NewDisposeScope();
             // o_i += lambda^(i'+1) q_i S_seen(b)
             var product = Rows(q, segment).bmm(StateRows(seen, segment));                   // [n,L,Dv]
-            Rows(output, segment, write: true).AddInPlace(decays.For(segment).Query(product));
+            Rows(output, segment, write: true).PlusInPlace(decays.For(segment).Query(product));
         }
         return output;
     }
@@ -230,9 +230,9 @@ public static class ChunkedLinearAttention
         if (entering.dim() == 4)
         {
             using var unmasked = NewDisposeScope();
-            dq.AddInPlace(dO.matmul(entering.transpose(-2, -1)));                            // dQ += dO P^T
-            dk.AddInPlace(v.matmul(leaving.transpose(-2, -1)));                              // dK += V G^T
-            dv.AddInPlace(k.matmul(leaving));                                                // dV += K G
+            dq.PlusInPlace(dO.matmul(entering.transpose(-2, -1)));                            // dQ += dO P^T
+            dk.PlusInPlace(v.matmul(leaving.transpose(-2, -1)));                              // dK += V G^T
+            dv.PlusInPlace(k.matmul(leaving));                                                // dV += K G
             return (dq, dk, dv);
         }
         var decays = new BlockDecays(lambda, blockSize, k);
@@ -242,9 +242,9 @@ public static class ChunkedLinearAttention
             var (kb, vb, dOb) = (Rows(k, segment), Rows(v, segment), Rows(dO, segment));   // [n,L,D]
             var decay = decays.For(segment);
             var (seenIn, seenOut) = (StateRows(entering, segment), StateRows(leaving, segment)); // S_{b-1} + decayed P, dS_b + decayed G [n,Dk,Dv]
-            Rows(dq, segment, write: true).AddInPlace(decay.Query(dOb.bmm(seenIn.transpose(1, 2))));  // [n,L,Dk]
-            Rows(dk, segment, write: true).AddInPlace(decay.Key(vb.bmm(seenOut.transpose(1, 2))));    // [n,L,Dk]
-            Rows(dv, segment, write: true).AddInPlace(decay.Key(kb.bmm(seenOut)));                    // [n,L,Dv]
+            Rows(dq, segment, write: true).PlusInPlace(decay.Query(dOb.bmm(seenIn.transpose(1, 2))));  // [n,L,Dk]
+            Rows(dk, segment, write: true).PlusInPlace(decay.Key(vb.bmm(seenOut.transpose(1, 2))));    // [n,L,Dk]
+            Rows(dv, segment, write: true).PlusInPlace(decay.Key(kb.bmm(seenOut)));                    // [n,L,Dv]
         }
         return (dq, dk, dv);
     }
@@ -266,7 +266,7 @@ public static class ChunkedLinearAttention
     public static Tensor InitialStateOutput(Tensor q, Tensor initialState, double[] lambda)
     {
         using var scope = NewDisposeScope();
-        var queryDecay = Powers(lambda, arange(1, q.shape[2] + 1, dtype: q.dtype, device: q.device), blocked: false);
+        var queryDecay = Powers(lambda, Scalars.Range(1, q.shape[2] + 1, q.dtype, q.device), blocked: false);
         return (queryDecay * q).matmul(initialState).MoveToOuterDisposeScope();             // [B,H,C,Dv]
     }
 
@@ -288,9 +288,9 @@ public static class ChunkedLinearAttention
     {
         using var scope = NewDisposeScope();
         long c = k.shape[2];
-        var local = arange(c, dtype: k.dtype, device: k.device);
-        var queryDecay = Powers(lambda, local + 1, blocked: false);                          // [1,H,C,1]
-        var keyDecay = Powers(lambda, (c - 1) - local, blocked: false);
+        var local = Scalars.Range(0, c, k.dtype, k.device);
+        var queryDecay = Powers(lambda, local.Plus(1), blocked: false);                      // [1,H,C,1]
+        var keyDecay = Powers(lambda, Scalars.Minus(c - 1, local), blocked: false);
         return ((queryDecay * dO.matmul(prefix.transpose(-2, -1))).MoveToOuterDisposeScope(),
                 (keyDecay * v.matmul(suffix.transpose(-2, -1))).MoveToOuterDisposeScope(),
                 (keyDecay * k.matmul(suffix)).MoveToOuterDisposeScope());

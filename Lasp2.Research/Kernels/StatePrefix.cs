@@ -39,7 +39,7 @@ public static class StatePrefix
         {
             prefixes.Add(accumulated);
             // P_{u+1} = gamma_u P_u + m_u
-            accumulated = gammas.select(dim, u) * accumulated + states.select(dim, u);
+            accumulated = (gammas.select(dim, u) * accumulated).Plus(states.select(dim, u));
         }
         return (stack(prefixes, dim).MoveToOuterDisposeScope(), accumulated.MoveToOuterDisposeScope());
     }
@@ -60,7 +60,7 @@ public static class StatePrefix
             // No decay: G = sum(dm) - cumsum(dm), one batched call instead of a step per element.
             var inclusive = grads.cumsum(dim);
             var sum = inclusive.select(dim, count - 1).clone();
-            return (inclusive.neg_().AddInPlace(sum.unsqueeze(dim)).MoveToOuterDisposeScope(), sum.MoveToOuterDisposeScope());
+            return (inclusive.neg_().PlusInPlace(sum.unsqueeze(dim)).MoveToOuterDisposeScope(), sum.MoveToOuterDisposeScope());
         }
         var accumulated = zeros_like(grads.select(dim, 0));
         var suffixes = new Tensor[count];
@@ -68,7 +68,7 @@ public static class StatePrefix
         {
             suffixes[u] = accumulated;
             // G_{u-1} = gamma_u G_u + dm_u
-            accumulated = gammas.select(dim, u) * accumulated + grads.select(dim, u);
+            accumulated = (gammas.select(dim, u) * accumulated).Plus(grads.select(dim, u));
         }
         return (stack(suffixes, dim).MoveToOuterDisposeScope(), accumulated.MoveToOuterDisposeScope());
     }
