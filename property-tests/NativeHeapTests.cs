@@ -27,7 +27,7 @@ public class NativeHeapTests(ITestOutputHelper output)
     /// (LASP2_NATIVE_HEAP=default) every iteration faults in several tensors' worth.
     /// </summary>
     [Fact]
-    public void SteadyStateKernelIterationsDoNotFaultInFreshPages()
+    public async Task SteadyStateKernelIterationsDoNotFaultInFreshPages()
     {
         string directory = Path.Combine(Path.GetTempPath(), $"heap-{Guid.NewGuid():N}");
         string csv = Path.Combine(directory, "bench.csv");
@@ -43,7 +43,8 @@ public class NativeHeapTests(ITestOutputHelper output)
             var stdout = process.StandardOutput.ReadToEndAsync();
             var stderr = process.StandardError.ReadToEndAsync();
             Assert.True(process.WaitForExit(TimeSpan.FromMinutes(10)), "lasp2 bench did not finish in 10 minutes");
-            Assert.True(process.ExitCode == 0, $"lasp2 bench exited with {process.ExitCode}: {stderr.Result}{stdout.Result}");
+            string log = await stderr + await stdout;
+            Assert.True(process.ExitCode == 0, $"lasp2 bench exited with {process.ExitCode}: {log}");
             var row = Assert.Single(BenchCsv.Load(csv).Rows);
             double faults = BenchFrame.Number(row, "minor_faults_per_iteration");
             double tensorPages = 2.0 * 65536 * 64 * 4 / 4096;
