@@ -30,8 +30,10 @@ for shape in "1 128" "8 64"; do
   set -- $shape
   step target-kernel-2t-h$1 lasp2 bench --methods chunked --seq 64K --world 1 --heads $1 --dim $2 --threads 2 --out $csv --append --charts none
   step target-kernel-1t-h$1 lasp2 bench --methods chunked,lasp2 --seq 64K --world 1,4 --heads $1 --dim $2 --threads 1 --out $csv --append --charts none
-  # 4. Where the kernel's time and memory go (1 thread): data/bench-h<H>-kernel-profile.csv.
-  step profile-h$1 lasp2 bench --profile --seq 64K --heads $1 --dim $2 --out data/bench-h$1.csv
+  # 4. Where the kernel's time and memory go (1 thread): data/bench-kernel-profile.csv (h = 1, d = 128; notebook 06)
+  #    and data/bench-h8-kernel-profile.csv.
+  [ "$1" = 1 ] && profile_out=$csv || profile_out=data/bench-h$1.csv
+  step profile-h$1 lasp2 bench --profile --seq 64K --heads $1 --dim $2 --out $profile_out
 done
 # 5. Scale: the longest causal LASP-2 layer (h = 2, d = 64, fp32) fwd+bwd on 8 in-process ranks (oversubscribed on
 #    2 cores: a memory result, not a speed claim), up to 4M tokens; a length predicted over --memory-gb is a skipped row.
