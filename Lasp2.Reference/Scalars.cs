@@ -24,6 +24,12 @@ public static class Scalars
     /// </summary>
     public static readonly Scalar One = 1.ToScalar();
 
+    /// <summary>The integer -1 as a Scalar that is never disposed (see <see cref="One"/>): the alpha of a - b.</summary>
+    public static readonly Scalar MinusOne = (-1).ToScalar();
+
+    /// <summary>a - b, element-wise (alpha = <see cref="MinusOne"/>).</summary>
+    public static Tensor Minus(this Tensor a, Tensor b) => a.add(b, MinusOne);
+
     /// <summary>a + b, element-wise (alpha = <see cref="One"/> instead of TorchSharp's implicit alpha).</summary>
     public static Tensor Plus(this Tensor a, Tensor b) => a.add(b, One);
 

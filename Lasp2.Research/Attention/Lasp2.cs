@@ -69,6 +69,7 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
         if (options.Layout == Layout.Zigzag && q.shape[2] % 2 != 0)
             throw new ArgumentException(
                 $"zigzag needs an even local length (two pieces per rank, N divisible by 2W); q has {q.shape[2]} tokens.", nameof(q));
+        MethodChecks.Validate(this, group, q, k, v, options);                            // also refuses Gates
         return Lasp2Function.apply(new Lasp2Call(group, options, lambda, Overlap), q, k, v)[0];
     }
 
