@@ -32,6 +32,9 @@ public static class Lasp2App
     [
         new("verify", typeof(VerifyCommand), "Check every form and method against the single-device reference; exits non-zero on any failure.", false),
         new("bench", typeof(BenchCommand), "Benchmark every method against the measured matmul peak; CSV and HTML charts in data/.", false),
+        new("simulate", typeof(SimulateCommand), "Predict iteration time, exposed communication, bytes per link and memory of each method on a modelled cluster (up to 128 ranks).", false),
+        new("simulate-check", typeof(SimulateCheckCommand), "Check the cluster model against this machine's measured MPI bench runs (error per method).", false),
+        new("simulate-paper", typeof(SimulatePaperCommand), "The paper's Fig. 3, Table 5 and Table 6 predicted next to the published numbers, and the fastest method over (N, W, network).", false),
         new("launch", typeof(LaunchCommand), "Run a lasp2 command as an N-rank MPI job: lasp2 launch -n 4 -- comm-selftest", false),
         new("comm-selftest", typeof(CommSelfTestCommand), "Check every collective on every rank (MPI job or --in-process N threads).", true),
         new("comm-bench", typeof(CommBenchCommand), "Median AllGather latency of a 16 KiB state and of 16 MiB per rank.", true),

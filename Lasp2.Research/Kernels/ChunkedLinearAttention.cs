@@ -89,6 +89,7 @@ public static class ChunkedLinearAttention
     /// <summary>Forward phase 1: block summaries folded into the state entering each block; Total = m.</summary>
     public static BlockStates ForwardStates(Tensor k, Tensor v, double[] lambda, int blockSize, bool causal)
     {
+        ComputeMeter.Add(PhaseFlops.StateProduct(k.shape[0] * k.shape[1], k.shape[2], k.shape[3], v.shape[3]));
         // Alg. 2 step 1 (unmasked, Alg. 1): M_t = K_t^T V_t
         if (!causal) return new BlockStates(null, k.transpose(-2, -1).matmul(v));            // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
@@ -105,6 +106,7 @@ public static class ChunkedLinearAttention
     /// </summary>
     public static Tensor DiagonalOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize)
     {
+        ComputeMeter.Add(PhaseFlops.DiagonalForward(q.shape[0] * q.shape[1], q.shape[2], k.shape[3], v.shape[3], blockSize, states.Blocks is not null));
         if (states.Blocks is null) return q.matmul(states.Total);                            // Alg. 1: Q_t M_t
         var output = empty(q.shape[0], q.shape[1], q.shape[2], v.shape[3], dtype: q.dtype, device: q.device);
         var decays = new BlockDecays(lambda, blockSize, q);
@@ -149,6 +151,7 @@ public static class ChunkedLinearAttention
     /// </summary>
     public static Tensor StateOutput(Tensor q, Tensor seen, double[] lambda, int blockSize, Tensor? addTo = null)
     {
+        ComputeMeter.Add(PhaseFlops.StateProduct(q.shape[0] * q.shape[1], q.shape[2], q.shape[3], seen.shape[^1]));
         var output = addTo ?? zeros(q.shape[0], q.shape[1], q.shape[2], seen.shape[^1], dtype: q.dtype, device: q.device);
         if (seen.dim() == 4)
         {
@@ -172,6 +175,7 @@ public static class ChunkedLinearAttention
     /// </summary>
     public static BlockStates BackwardStates(Tensor q, Tensor dO, double[] lambda, int blockSize, bool causal)
     {
+        ComputeMeter.Add(PhaseFlops.StateProduct(q.shape[0] * q.shape[1], q.shape[2], q.shape[3], dO.shape[3]));
         // Alg. 3 / Alg. 4 step 1: dM_t = Q_t^T dO_t
         if (!causal) return new BlockStates(null, q.transpose(-2, -1).matmul(dO));           // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
@@ -191,6 +195,7 @@ public static class ChunkedLinearAttention
     public static (Tensor DQ, Tensor DK, Tensor DV) DiagonalGradients(Tensor q, Tensor k, Tensor v, Tensor dO,
         Tensor state, BlockStates backward, double[] lambda, int blockSize)
     {
+        ComputeMeter.Add(PhaseFlops.DiagonalBackward(q.shape[0] * q.shape[1], q.shape[2], k.shape[3], v.shape[3], blockSize, backward.Blocks is not null));
         if (backward.Blocks is null)
         {
             using var unmasked = NewDisposeScope();
@@ -225,6 +230,7 @@ public static class ChunkedLinearAttention
     public static (Tensor DQ, Tensor DK, Tensor DV) StateGradients(Tensor k, Tensor v, Tensor dO, Tensor entering,
         Tensor leaving, double[] lambda, int blockSize, (Tensor DQ, Tensor DK, Tensor DV)? addTo = null)
     {
+        ComputeMeter.Add(3 * PhaseFlops.StateProduct(k.shape[0] * k.shape[1], k.shape[2], k.shape[3], v.shape[3]));
         var (dq, dk, dv) = addTo ?? (zeros(k.shape, dtype: k.dtype, device: k.device), zeros(k.shape, dtype: k.dtype, device: k.device),
                                      zeros(v.shape, dtype: v.dtype, device: v.device));  // dQ, dK [B,H,C,Dk], dV [B,H,C,Dv]
         if (entering.dim() == 4)
