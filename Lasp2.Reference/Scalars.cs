@@ -24,6 +24,12 @@ public static partial class Scalars
     /// </summary>
     public static readonly Scalar One = 1.ToScalar();
 
+    /// <summary>The integer -1 as a Scalar that is never disposed (see <see cref="One"/>): the alpha of a - b.</summary>
+    public static readonly Scalar MinusOne = (-1).ToScalar();
+
+    /// <summary>a - b, element-wise (alpha = <see cref="MinusOne"/>).</summary>
+    public static Tensor Minus(this Tensor a, Tensor b) => a.add(b, MinusOne);
+
     /// <summary>a + b, element-wise (alpha = <see cref="One"/> instead of TorchSharp's implicit alpha).</summary>
     public static Tensor Plus(this Tensor a, Tensor b) => a.add(b, One);
 
@@ -94,6 +100,13 @@ public static partial class Scalars
     {
         using var s = value.ToScalar();
         return x.ge(s);
+    }
+
+    /// <summary>x -= y in place; returns x.</summary>
+    public static Tensor SubtractInPlace(this Tensor x, Tensor y)
+    {
+        using var minusOne = (-1.0).ToScalar();
+        return x.add_(y, minusOne);
     }
 
     /// <summary>start, start + step, ... up to (not including) stop, as <paramref name="dtype"/> on <paramref name="device"/>.</summary>

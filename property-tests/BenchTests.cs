@@ -179,7 +179,7 @@ public class BenchTests
     {
         var profile = KernelProfile.Run(batch: 1, heads: 2, seqLen: 96, dim: 8, blockSize: 32, TorchSharp.torch.ScalarType.Float32, repetitions: 1);
         Assert.Equal(["phase", "cpu_ms", "gflops_per_s", "peak_tensors", "live_tensors"], profile.Columns.Select(c => c.Name));
-        Assert.Equal(9, profile.Rows.Count);
+        Assert.Equal(11, profile.Rows.Count);                                                 // the whole layer, 6 phases, 4 products alone
         Assert.All(profile.Rows, r => Assert.True(Number(r, "cpu_ms") > 0, Text(r, "phase")));
         Assert.Equal("blockSize", Assert.Throws<ArgumentOutOfRangeException>(() =>
             KernelProfile.Run(1, 1, 100, 8, 32, TorchSharp.torch.ScalarType.Float32)).ParamName);    // 32 does not divide 100
@@ -224,6 +224,30 @@ public class BenchTests
                 }
             }
             Assert.Equal(4, BenchCharts.Build(frame).Count);
+        }
+        finally
+        {
+            if (Directory.Exists(directory)) Directory.Delete(directory, recursive: true);
+        }
+    }
+    [Fact]
+    public void TheMemoryModelSkipsACaseThatCannotFitBeforeRunningIt()
+    {
+        string directory = Path.Combine(Path.GetTempPath(), $"bench-model-{Guid.NewGuid():N}");
+        string csv = Path.Combine(directory, "bench.csv");
+        try
+        {
+            var app = new CommandApp();
+            app.Configure(c => c.AddCommand<BenchCommand>("bench"));
+            int exit = app.Run(["bench", "--methods", "lasp2", "--seq", "4M", "--world", "8", "--heads", "2", "--dim", "64",
+                                "--memory-gb", "1", "--peak-size", "64", "--iterations", "1", "--out", csv, "--charts", "none"]);
+            Assert.Equal(0, exit);
+            var row = Assert.Single(BenchCsv.Load(csv).Rows);
+            // 10 [B,H,C,d] tensors per rank at L = d (docs/benchmarks.md, memory model): C = 512K, 256 MiB each, 8 ranks.
+            double perRank = 10 * 2.0 * 524288 * 64 * 4 + 4.0 * (1 << 20) * 4;
+            Assert.Equal(perRank, Number(row, "model_peak_mem_per_rank_bytes"));
+            Assert.Equal($"skipped: predicted {8 * perRank / 1e9:0.0} GB by the memory model > budget 1 GB", Text(row, "status"));
+            Assert.Equal(8 > Environment.ProcessorCount ? "yes" : "no", Text(row, "oversubscribed"));
         }
         finally
         {

@@ -31,6 +31,12 @@ public class ChunkedKernelTests
         AssertClose.Tensors("dQ", grads[0], dq, Compare.Float64Tolerance);
         AssertClose.Tensors("dK", grads[1], dk, Compare.Float64Tolerance);
         AssertClose.Tensors("dV", grads[2], dv, Compare.Float64Tolerance);
+        // Backward from the states kept by forward (the caching policy of the benchmark method and LASP-2) gives the same.
+        var (_, _, seen) = ChunkedLinearAttention.ForwardKeepingStates(phiQ, phiK, v, lambda, c.BlockSize, causal);
+        var cached = ChunkedLinearAttention.Backward(phiQ, phiK, v, dO, lambda, c.BlockSize, causal, seen: causal ? seen : null);
+        AssertClose.Tensors("dQ (kept states)", grads[0], cached.DQ, Compare.Float64Tolerance);
+        AssertClose.Tensors("dK (kept states)", grads[1], cached.DK, Compare.Float64Tolerance);
+        AssertClose.Tensors("dV (kept states)", grads[2], cached.DV, Compare.Float64Tolerance);
         // The state summary is the recurrent state after the last token: S_N = sum_j lambda^(N-1-j) k_j^T v_j.
         var keyDecay = tensor(lambda, dtype: float64).view(1, -1, 1, 1)
                            .pow(arange(c.Seq - 1, -1, -1, dtype: float64).view(1, 1, -1, 1));

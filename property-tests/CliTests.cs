@@ -67,6 +67,11 @@ public class CliTests
         { ["verify", "--world", "3"], ["--seq = 112", "not divisible by worldSize = 3"] },
         { ["verify", "--seq", "20", "--world", "4", "--layout", "zigzag"], ["--seq = 20", "not divisible by 2 * worldSize = 8"] },
         { ["verify", "--layout", "bogus"], ["--layout = 'bogus'", "contiguous, zigzag"] },
+        { ["verify", "--layout", "contiguous,bogus"], ["--layout = 'bogus'", "contiguous, zigzag"] },
+        { ["verify", "--recurrence", "mamba"], ["--recurrence = 'mamba'", "scalar-gate", "gated-delta", "all"] },
+        { ["verify", "--recurrence", "gla", "--mask", "none"], ["--mask = none", "causal"] },
+        { ["verify", "--recurrence", "gla", "--decay", "0.9"], ["--decay does not apply to --recurrence"] },
+        { ["verify", "--recurrence", "gla", "--kv-heads", "2"], ["--kv-heads does not apply to --recurrence"] },
         { ["verify", "--mask", "x"], ["--mask = 'x'", "causal, none"] },
         { ["verify", "--dtype", "x"], ["--dtype = 'x'", "float64, float32"] },
         { ["verify", "--backend", "x"], ["--backend = 'x'", "inproc, mpi"] },
@@ -88,6 +93,20 @@ public class CliTests
         { ["bench", "--dtype", "x"], ["--dtype", "float32 or float64"] },
         { ["bench", "--methods", "lasp2,nope"], ["--methods = 'nope'", "lasp2"] },
         { ["bench", "--backend", "x"], ["--backend = 'x'", "inproc, mpi"] },
+        { ["simulate", "--gpus", "200"], ["--gpus = 200", "must be in [1, 128]"] },
+        { ["simulate", "--heads", "0"], ["--heads = 0", "must be >= 1"] },
+        { ["simulate", "--kv-heads", "3"], ["--kv-heads = 3", "must divide --heads = 16"] },
+        { ["simulate", "--gather-chunks", "0"], ["--gather-chunks = 0", "must be in [1, 1024]"] },
+        { ["simulate", "--method", "lasp2,nope"], ["--method = 'nope'", "lasp2"] },
+        { ["simulate", "--model", "x"], ["--model = 'x'", "linear-llama3-1b"] },
+        { ["simulate", "--topology", "nope"], ["--topology = 'nope'", "a100-dgx"] },
+        { ["simulate", "--layout", "x"], ["--layout = 'x'", "contiguous, zigzag"] },
+        { ["simulate", "--seq", "0"], ["--seq", "integers >= 1", "'0'"] },
+        { ["simulate-check", "--gbps", "1"], ["--alpha-us is required", "> 0"] },
+        { ["simulate-check", "--alpha-us", "0", "--gbps", "1"], ["--alpha-us = 0", "must be > 0"] },
+        { ["simulate-check", "--alpha-us", "3", "--gbps", "1", "--bench", "nope.csv"], ["--bench = 'nope.csv'", "does not exist"] },
+        { ["simulate-paper", "--data", "nope"], ["--data = 'nope'", "not a folder"] },
+        { ["simulate-paper", "--frontier-topologies", "a100-dgx,x"], ["--frontier-topologies = 'x'", "a100-dgx"] },
         { ["time-layer", "--repeats", "0"], ["--repeats = 0", "must be >= 1"] },
         { ["time-layer", "--world", "0"], ["--world = 0", "must be in [1, 1024]"] },
         { ["time-layer", "--method", "x"], ["--method = 'x'", "lasp2"] },
@@ -114,6 +133,8 @@ public class CliTests
             {
                 "verify" => ["--dump", Path.Combine(directory, "dump")],
                 "bench" => ["--out", Path.Combine(directory, "bench.csv")],
+                "simulate" or "simulate-check" => ["--out", Path.Combine(directory, "out.csv")],
+                "simulate-paper" when !arguments.Contains("--data") => ["--data", directory],
                 _ => [],
             };
             int split = Array.IndexOf(arguments, "--");
@@ -173,5 +194,28 @@ public class CliTests
         Assert.True(verify.Exit == 0, verify.Errors + verify.Output);
         var launch = Run("launch", "-n", "2", "--dry-run", "--", "verify", "--wrold", "3");   // the inner command parses its own options
         Assert.True(launch.Exit == 0, launch.Errors + launch.Output);
+    }
+
+    /// <summary>A supported pair runs, passes and dumps its gates; a recurrence the method does not run leaves nothing compared, which fails.</summary>
+    [Fact]
+    public void RecurrenceSweepRunsSupportedPairsAndFailsWhenNothingRan()
+    {
+        string dump = Path.Combine(Path.GetTempPath(), $"cli-gates-{Guid.NewGuid():N}");
+        try
+        {
+            var delta = Run("verify", "--recurrence", "delta,gla", "--method", "all-scan", "--world", "3", "--layout", "contiguous,zigzag",
+                            "--heads", "2", "--dump", dump);
+            Assert.True(delta.Exit == 0, delta.Errors + delta.Output);
+            // --dump writes the gates and beta beside q, k, v, with their gradients and the reference's
+            foreach (var file in new[] { "all-scan_delta_W3_zigzag_float64_N102/beta.npy", "all-scan_delta_W3_zigzag_float64_N102/ref_dbeta.npy",
+                                         "all-scan_gla_W3_contiguous_float64_N102/g.npy", "all-scan_gla_W3_contiguous_float64_N102/dg.npy" })
+                Assert.True(File.Exists(Path.Combine(dump, file)), $"{file} missing under {dump}");
+        }
+        finally
+        {
+            if (Directory.Exists(dump)) Directory.Delete(dump, recursive: true);
+        }
+        var refused = Run("verify", "--recurrence", "gla", "--method", "lasp2", "--world", "2");
+        Assert.True(refused.Exit != 0, refused.Errors + refused.Output);
     }
 }

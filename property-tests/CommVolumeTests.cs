@@ -13,8 +13,8 @@ namespace Lasp2.PropertyTests;
 /// Measured communication equals the analytic model (<see cref="CommModel"/>, the comparison table of
 /// docs/algorithms.md, "Communication", made exact) for every method, rank and direction: the calls of every kind, the bytes
 /// sent and received (exact integers, the backend's ring accounting), and no other kind. The sequential
-/// steps are checked from the measured calls: a collective is one step; LASP-1's chain has one hop per
-/// Send (summed over ranks); the ring's forward has one step per SendRecv, and its backward W rounds (a
+/// steps are checked from the measured calls: a collective is one step; a chain (LASP-1, All-Scan) has one hop
+/// per K Sends (summed over ranks; K = 1, or All-Scan's column blocks) and K - 1 more steps for the last block; the ring's forward has one step per SendRecv, and its backward W rounds (a
 /// KV SendRecv overlapping the previous accumulator's, plus the accumulators' last hop home).
 /// </summary>
 public class CommVolumeTests
@@ -74,8 +74,12 @@ public class CommVolumeTests
     {
         long Calls(int rank, string kind) => ranks[rank].Where(r => r.Kind == kind).Sum(r => r.Calls);
         long sends = Enumerable.Range(0, worldSize).Sum(rank => Calls(rank, CommKind.Send));
+        // a chain whose hops travel in K messages each (column blocks, pipelined): K is the common divisor of
+        // every rank's Sends, the chain sends / K hops, and the last block arrives K - 1 steps after the first
+        long blocks = Enumerable.Range(0, worldSize).Select(rank => Calls(rank, CommKind.Send)).Where(n => n > 0)
+                                .Aggregate(0L, (a, b) => (long)System.Numerics.BigInteger.GreatestCommonDivisor(a, b));
         long sendRecvs = Calls(0, CommKind.SendRecv);
-        return sends > 0 ? sends
+        return sends > 0 ? sends / blocks + blocks - 1
              : backward && sendRecvs > 0 ? sendRecvs / 2 + 1
              : ranks[0].Sum(r => r.Calls);
     }

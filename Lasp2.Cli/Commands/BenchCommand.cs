@@ -13,7 +13,7 @@ namespace Lasp2.Cli.Commands;
 /// <summary>
 /// `lasp2 bench`: every method side by side against the machine's measured matmul ceiling. Measures
 /// the ceiling, sweeps the plan with a progress display, appends the rows to a CSV in data/, prints a
-/// summary table and the throughput targets, and writes the Plotly charts from the whole CSV.
+/// summary table and the targets, and writes the Plotly charts from the whole CSV.
 /// Under MPI (`lasp2 launch -n W -- bench --backend mpi ...`) every rank runs the sweep; rank 0 reports.
 /// </summary>
 public sealed class BenchCommand : Command<BenchCommand.Settings>
@@ -157,13 +157,21 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
     static int Report(Settings settings, DataFrame frame, bool summary = true)
     {
         if (summary) AnsiConsole.Write(FrameTable(settings.Out, BenchFrame.Summary(frame)));
-        var targets = new Table().Title("Targets (benchmark outputs, not tests)").AddColumns("target", "measured", "bound", "verdict", "basis");
+        var targets = new Table().Title("Targets (benchmark outputs, not tests; medians)").AddColumns("target", "measured", "bound", "verdict", "basis");
         foreach (var t in BenchTargets.Evaluate(frame))
             targets.AddRow(Markup.Escape(t.Name), t.Value.ToString("0.000", CultureInfo.InvariantCulture),
                 (t.AtLeast ? ">= " : "<= ") + t.Limit.ToString("0.00", CultureInfo.InvariantCulture),
                 t.Verdict switch { "met" => "[green]met[/]", "missed" => "[red]missed[/]", _ => "[grey]not measured[/]" },
                 Markup.Escape(t.Basis));
         AnsiConsole.Write(targets);
+        var versus = BenchTargets.Lasp2VersusLasp1(frame);
+        AnsiConsole.Write(FrameTable("LASP-2 / LASP-1 per backend, W and N (median times)", versus));
+        if (settings.Charts != "none")
+        {
+            string ratios = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(settings.Out))!, Path.GetFileNameWithoutExtension(settings.Out) + "-lasp2-vs-lasp1.csv");
+            DataFrame.SaveCsv(versus, ratios);
+            AnsiConsole.MarkupLine($"wrote [bold]{Markup.Escape(ratios)}[/]");
+        }
         string charts = settings.Charts ?? Path.GetDirectoryName(Path.GetFullPath(settings.Out))!;
         if (charts != "none")
             foreach (var path in BenchCharts.Save(frame, charts))

@@ -94,8 +94,9 @@ public sealed class LaunchCommand : Command<LaunchCommand.Settings>
         return Path.GetFileNameWithoutExtension(process) == "dotnet" ? [process, dll] : [process];
     }
 
-    /// <summary>LASP2_* settings (timeouts, checks) reach every rank.</summary>
+    /// <summary>LASP2_* settings (timeouts, checks) and the allocator's start-up settings (NativeHeap) reach every rank.</summary>
     static IEnumerable<string> ForwardedVariables() =>
         Environment.GetEnvironmentVariables().Keys.Cast<string>()
-            .Where(name => name.StartsWith("LASP2_", StringComparison.Ordinal)).Order(StringComparer.Ordinal);
+            .Where(name => name.StartsWith("LASP2_", StringComparison.Ordinal) || Research.NativeHeap.StartupVariables.ContainsKey(name))
+            .Order(StringComparer.Ordinal);
 }

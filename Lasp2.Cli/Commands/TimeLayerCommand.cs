@@ -1,7 +1,9 @@
 using System.ComponentModel;
 using System.Globalization;
 using Lasp2.Reference;
+using Lasp2.Research;
 using Lasp2.Research.Attention;
+using Lasp2.Research.Bench;
 using Lasp2.Research.Verification;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -64,16 +66,18 @@ public sealed class TimeLayerCommand : Command<TimeLayerCommand.Settings>
         var config = new LayerTimingConfig(1, s.Heads, s.Seq, s.Dim, s.Block, s.Mask == "causal", VerifyCommand.ParseDtype(s.Dtype),
                                            Warmup: 1, Repeats: s.Repeats);
         int cores = Environment.ProcessorCount;
+        double start = ProcStatus.LoadAverage();
         var kernel = LayerTiming.TimeKernel(config, s.KernelThreads ?? cores);
         var method = LayerTiming.TimeInProcess(MethodRegistry.Get(s.Method), s.World, config, s.RankThreads ?? Math.Max(1, cores / s.World));
         var table = new Table()
             .Title($"one layer fwd+bwd: B=1 H={s.Heads} N={s.Seq} d={s.Dim} block={s.Block} {s.Dtype} {s.Mask}, {cores} cores")
-            .AddColumns("run", "median", "min", "CPU/iteration", "AllGather hidden", "vs single device");
+            .AddColumns("run", "median", "min", "CPU/iteration", "system/iteration", "minor faults/iteration", "AllGather hidden", "vs single device");
         foreach (var r in new[] { kernel, method })
             table.AddRow(Markup.Escape(r.Name), $"{r.Median.TotalMilliseconds:0.0} ms", $"{r.Min.TotalMilliseconds:0.0} ms",
-                $"{r.CpuPerIteration.TotalMilliseconds:0} ms",
+                $"{r.CpuPerIteration.TotalMilliseconds:0} ms", $"{r.SystemPerIteration.TotalMilliseconds:0} ms", $"{r.FaultsPerIteration:0}",
                 r.Overlap is { } o ? $"{o.HiddenFraction.ToString("P1", CultureInfo.InvariantCulture)} (compute {o.Compute.TotalMilliseconds:0.0} ms, wait {o.Wait.TotalMilliseconds:0.0} ms, {o.Calls} gathers)" : "-",
                 $"{kernel.Median / r.Median:0.00}x");
+        table.Caption($"native heap: {NativeHeap.State}; load average {ProcStatus.LoadAverage():0.00} at the end ({start:0.00} at the start)");
         AnsiConsole.Write(table);
         return 0;
     }

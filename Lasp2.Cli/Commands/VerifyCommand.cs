@@ -57,7 +57,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         [CommandOption("--mask <MASK>"), Description("causal or none. Default both.")]
         public string? Mask { get; init; }
 
-        [CommandOption("--layout <LAYOUT>"), Description("contiguous or zigzag. Default both.")]
+        [CommandOption("--layout <LAYOUT>"), Description("contiguous, zigzag or both comma-separated. Default both.")]
         public string? Layout { get; init; }
 
         [CommandOption("--block <L>"), OptionRange(1), Description("Block size of the local chunked kernel (>= 1). Default 16.")]
@@ -65,6 +65,12 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
 
         [CommandOption("--dump <DIR>"), Description("Write inputs, outputs, gradients and the reference's as .npy files under DIR (one folder per configuration).")]
         public string? Dump { get; init; }
+
+        [CommandOption("--recurrence <NAME>"), Description("decay, scalar-gate, gla, delta, gated-delta, all, or a comma-separated list: " +
+            "only the recurrence sweep runs (every method that supports each one, causal, against the per-token recurrent reference, " +
+            "gradients of the gates and beta included; N defaults per W to the smallest multiple of 2W >= 97). " +
+            "Without --method and --recurrence the default sweep also runs every recurrence on the gated methods.")]
+        public string? Recurrence { get; init; }
 
         [CommandOption("--comm"), Description("Also print each method's measured communication (rank 0, forward + backward) next to the analytic model (CommModel); a mismatch fails.")]
         public bool Comm { get; init; }
@@ -74,7 +80,14 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             Guards.OneOf(Dtype, ["float64", "float32"], "--dtype");
             Guards.OneOf(Backend, ["inproc", "mpi"], "--backend");
             if (Mask is not null) Guards.OneOf(Mask, ["causal", "none"], "--mask");
-            if (Layout is not null) Guards.OneOf(Layout, ["contiguous", "zigzag"], "--layout");
+            Layouts(this);
+            var recurrences = Recurrences(this);
+            if (recurrences.Count > 0)
+            {
+                if (Mask == "none") throw new ArgumentException("--mask = none: every recurrence is causal; omit --mask or pass causal.", "--mask");
+                if (Decay is not null) throw new ArgumentException("--decay does not apply to --recurrence (the decay recurrence uses lambda_h = 0.9^(1 + h/H)).", "--decay");
+                if (KvHeads is not null) throw new ArgumentException("--kv-heads does not apply to --recurrence (linear layers have H KV heads).", "--kv-heads");
+            }
             if (Method is not null) Guards.OneOf(Method, [.. MethodRegistry.Names, "all"], "--method");
             var worlds = Worlds(this);
             if (KvHeads is { } kv)
@@ -83,7 +96,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
                 foreach (int heads in headCounts)
                     if (heads % kv != 0) throw new ArgumentException($"--kv-heads = {kv} must divide --heads = {heads}.", "--kv-heads");
             }
-            if (Backend == "inproc")
+            if (Backend == "inproc" && (recurrences.Count == 0 || Seq is not null))
                 foreach (int w in worlds)
                     foreach (var layout in Layouts(this))
                         try { SequenceLayout.CheckDivisible(Seq ?? 112, w, layout); }
@@ -112,6 +125,11 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
     {
         var results = new List<CheckResult>();
         bool print = mpiGroup is null || mpiGroup.Rank == 0;
+        if (Recurrences(settings) is { Count: > 0 } recurrences)
+        {
+            results.AddRange(RecurrenceSweep.Run(RecurrenceRequest(settings, recurrences, gatedMethodsOnly: false), mpiGroup));
+            return print ? ResultTable.Summarize(results) : CheckResult.AllPassed(results) ? 0 : 1;
+        }
         if (settings.Method is null && mpiGroup is null)
         {
             var config = new ReferenceCheckConfig(settings.Batch, settings.Heads ?? 4, settings.KvHeads ?? ((settings.Heads ?? 4) % 2 == 0 ? 2 : 1), settings.Seq ?? 97,
@@ -164,6 +182,8 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             AnsiConsole.Write(commTable);
             results.AddRange(commChecks);
         }
+        if (settings.Method is null)
+            results.AddRange(RecurrenceSweep.Run(RecurrenceRequest(settings, Lasp2.Reference.Recurrence.All, gatedMethodsOnly: true), mpiGroup));
         if (settings.Dump is { } dumped) AnsiConsole.MarkupLine($"[grey].npy files written under {Markup.Escape(Path.GetFullPath(dumped))}[/]");
         return ResultTable.Summarize(results);
     }
@@ -231,8 +251,34 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         return worlds;
     }
 
-    static Layout[] Layouts(Settings s) =>
-        s.Layout is null ? [Layout.Contiguous, Layout.Zigzag] : [Enum.Parse<Layout>(s.Layout, ignoreCase: true)];
+    static Layout[] Layouts(Settings s)
+    {
+        if (s.Layout is null) return [Layout.Contiguous, Layout.Zigzag];
+        var names = SweepArguments.List(s.Layout);
+        if (names.Count == 0) throw new ArgumentException("--layout is empty; pass contiguous, zigzag or both.", "--layout");
+        foreach (var name in names) Guards.OneOf(name, ["contiguous", "zigzag"], "--layout");
+        return names.Distinct().Select(name => Enum.Parse<Layout>(name, ignoreCase: true)).ToArray();
+    }
+
+    /// <summary>--recurrence as recurrences ("all": every one); empty when not given.</summary>
+    static IReadOnlyList<Recurrence> Recurrences(Settings s)
+    {
+        if (s.Recurrence is null) return [];
+        var names = SweepArguments.List(s.Recurrence);
+        if (names.Count == 0) throw new ArgumentException("--recurrence is empty; pass a recurrence name or all.", "--recurrence");
+        foreach (var name in names) Guards.OneOf(name, [.. Lasp2.Reference.Recurrence.All.Select(r => r.Name), "all"], "--recurrence");
+        return names.Contains("all") ? Lasp2.Reference.Recurrence.All
+                                     : names.Distinct().Select(Lasp2.Reference.Recurrence.Get).ToList();
+    }
+
+    /// <summary>The recurrence sweep of these options: --method (or every method; only the gated ones if asked), worlds, layouts, shape.</summary>
+    static RecurrenceSweep.Request RecurrenceRequest(Settings s, IReadOnlyList<Recurrence> recurrences, bool gatedMethodsOnly)
+    {
+        var methods = s.Method is not (null or "all") ? [MethodRegistry.Get(s.Method).Name]
+            : MethodRegistry.All.Where(m => !gatedMethodsOnly || m.Recurrences.Count > 0).Select(m => m.Name).ToList();
+        return new RecurrenceSweep.Request(methods, s.Method is not (null or "all"), recurrences, [.. Worlds(s)], Layouts(s),
+            ParseDtype(s.Dtype), s.Batch, s.Heads ?? 8, s.Seq, s.Dim ?? 16, s.Dim ?? 12, s.Block, s.Seed, s.Dump);
+    }
 
     internal static torch.ScalarType ParseDtype(string dtype) =>
         dtype == "float32" ? torch.ScalarType.Float32 : torch.ScalarType.Float64;

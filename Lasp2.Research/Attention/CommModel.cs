@@ -5,11 +5,15 @@ namespace Lasp2.Research.Attention;
 
 /// <summary>
 /// The problem a communication prediction is for: batch B, query heads H, KV heads Hkv, global length N,
-/// head dimensions Dk and Dv, world size W, bytes per element, layout and mask. C = N / W.
+/// head dimensions Dk and Dv, world size W, bytes per element, layout and mask, and the recurrence of a linear
+/// layer (null: the constant decay). C = N / W.
 /// </summary>
 public sealed record CommShape(int Batch, int Heads, int KvHeads, long Seq, int DimK, int DimV, int WorldSize,
-                               int ElementSize, Layout Layout, bool Causal)
+                               int ElementSize, Layout Layout, bool Causal, Recurrence? Recurrence = null)
 {
+    /// <summary>The recurrence, the constant decay when none is given.</summary>
+    public Recurrence RecurrenceOrDecay => Recurrence ?? Lasp2.Reference.Recurrence.Decay;
+
     /// <summary>C = N / W, the local length.</summary>
     public long Local => Seq / WorldSize;
 
@@ -69,6 +73,8 @@ public static class CommModel
         SequenceLayout.CheckDivisible(shape.Seq, shape.WorldSize, shape.Layout);
         if (rank < 0 || rank >= shape.WorldSize)
             throw new ArgumentOutOfRangeException(nameof(rank), rank, $"rank must be in [0, {shape.WorldSize - 1}].");
+        if (shape.RecurrenceOrDecay != Recurrence.Decay && !method.Recurrences.Contains(shape.RecurrenceOrDecay))
+            throw new ArgumentException($"{method.Name} does not run the {shape.RecurrenceOrDecay.Name} recurrence.", nameof(shape));
         return method.PredictComm(shape, rank);
     }
 }

@@ -34,11 +34,14 @@ public enum FlopAlgorithm
 /// <param name="Decay">Per-head lambda in (0, 1] for linear attention; null means 1 for every head.</param>
 /// <param name="Layout">How the sequence is laid out over the ranks.</param>
 /// <param name="BlockSize">Block length of local chunked kernels (&gt;= 1).</param>
+/// <param name="Gates">A gated recurrence and this rank's shard of its log-gates and beta (null: the constant
+/// <paramref name="Decay"/>); only methods whose <see cref="ISequenceParallelAttention.Recurrences"/> list it accept it.</param>
 public sealed record AttentionOptions(
     bool Causal = true,
     double[]? Decay = null,
     Layout Layout = Layout.Contiguous,
-    int BlockSize = 64);
+    int BlockSize = 64,
+    Gates? Gates = null);
 
 /// <summary>What a method supports (checked before it runs, so unsupported options fail clearly).</summary>
 public sealed record MethodCapabilities(
@@ -77,6 +80,9 @@ public interface ISequenceParallelAttention
     /// <paramref name="kvHeads"/> KV heads (e.g. Ulysses shards heads: H % W == 0), or null when it can.
     /// </summary>
     string? Unsupported(int worldSize, long heads, long kvHeads) => null;
+
+    /// <summary>The recurrences the method takes through <see cref="AttentionOptions.Gates"/> (none by default).</summary>
+    IReadOnlyList<Recurrence> Recurrences => [];
 
     /// <summary>This rank's output shard [B, H, N/W, Dv].</summary>
     Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options);

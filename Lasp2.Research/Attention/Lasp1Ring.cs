@@ -33,7 +33,21 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
     /// </summary>
     public CommPrediction PredictComm(CommShape shape, int rank)
     {
-        var owners = SequenceLayout.PieceOwners(shape.WorldSize, shape.Layout);
+        var (sends, receives, hops) = ChainHops(shape.WorldSize, shape.Layout, rank);
+        return new(Name, rank,
+            DirectionPrediction.Of(hops, (CommKind.Send, sends, sends * shape.StateBytes, 0),
+                                         (CommKind.Recv, receives, 0, receives * shape.StateBytes)),
+            DirectionPrediction.Of(hops, (CommKind.Send, receives, receives * shape.StateBytes, 0),
+                                         (CommKind.Recv, sends, 0, sends * shape.StateBytes)));
+    }
+
+    /// <summary>
+    /// A chain over the pieces in sequence order (shared by every chain method): a hop whenever consecutive pieces
+    /// live on different ranks; the hops <paramref name="rank"/> starts (sends) and ends (receives), and all of them.
+    /// </summary>
+    public static (long Sends, long Receives, long Hops) ChainHops(int worldSize, Layout layout, int rank)
+    {
+        var owners = SequenceLayout.PieceOwners(worldSize, layout);
         long sends = 0, receives = 0, hops = 0;
         for (int piece = 1; piece < owners.Length; piece++)
         {
@@ -42,11 +56,7 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
             if (owners[piece - 1] == rank) sends++;
             if (owners[piece] == rank) receives++;
         }
-        return new(Name, rank,
-            DirectionPrediction.Of(hops, (CommKind.Send, sends, sends * shape.StateBytes, 0),
-                                         (CommKind.Recv, receives, 0, receives * shape.StateBytes)),
-            DirectionPrediction.Of(hops, (CommKind.Send, receives, receives * shape.StateBytes, 0),
-                                         (CommKind.Recv, sends, 0, sends * shape.StateBytes)));
+        return (sends, receives, hops);
     }
 
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)

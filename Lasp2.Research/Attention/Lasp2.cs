@@ -69,6 +69,7 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
         if (options.Layout == Layout.Zigzag && q.shape[2] % 2 != 0)
             throw new ArgumentException(
                 $"zigzag needs an even local length (two pieces per rank, N divisible by 2W); q has {q.shape[2]} tokens.", nameof(q));
+        MethodChecks.Validate(this, group, q, k, v, options);                            // also refuses Gates
         return Lasp2Function.apply(new Lasp2Call(group, options, lambda, Overlap), q, k, v)[0];
     }
 
@@ -172,7 +173,7 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
             for (int p = 0; p < pieces; p++)
             {
                 // each block b of piece p sees S_{b-1} + lambda^(start_b) P_p (unmasked: P_p)
-                seen[p] = Kernel.StatesSeen(states[p], prefixes[p], lambda, block, qs[p], fromStart: true);
+                seen[p] = Kernel.StatesSeen(states[p], prefixes[p], lambda, block, qs[p], fromStart: true, reuseLocal: true);
                 // Alg. 2 step 4: O_t = O_intra + Q_t P_t, the inter-block terms of O_intra fused with Q_t P_t
                 outputs[p] = Kernel.StateOutput(qs[p], seen[p], lambda, block, addTo: diagonal[p]); // [B,H,C_p,Dv]
             }
@@ -211,7 +212,7 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
             for (int p = 0; p < pieces; p++)
             {
                 // each block b leaves dS_b + lambda^(C_p-end_b) G_p (unmasked: G_p)
-                var leaving = Kernel.StatesSeen(backwardStates[p], suffixes[p], lambda, block, qs[p], fromStart: false);
+                var leaving = Kernel.StatesSeen(backwardStates[p], suffixes[p], lambda, block, qs[p], fromStart: false, reuseLocal: true);
                 // Alg. 4 step 4: dQ_t += dO_t P_t^T, dK_t += V_t G_t^T, dV_t += K_t G_t, fused with the inter-block terms
                 // (added in place into the diagonal gradients)
                 Kernel.StateGradients(ks[p], vs[p], dOs[p], saved.Seen[p], leaving, lambda, block, addTo: diagonal[p]);

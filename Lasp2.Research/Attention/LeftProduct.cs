@@ -1,4 +1,5 @@
 using Lasp2.Reference;
+using Lasp2.Research.Kernels;
 using static TorchSharp.torch;
 
 namespace Lasp2.Research.Attention;
@@ -18,6 +19,7 @@ public sealed class LeftProduct(bool causal, double[] decay) : IBlockAttention
         using var scope = NewDisposeScope();
         var mask = DecayMask(queryPositions, keyPositions, q);
         if (mask is not null && !mask.any().item<bool>()) return null;
+        ComputeMeter.Add(PhaseFlops.BlockForward(q.shape[0] * q.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3]));
         // O = (Q K^T (.) D) V
         var output = Scores(q, k, mask).matmul(v);                                       // [B,H,Cq,Dv]
         return new BlockOutput(output.MoveToOuterDisposeScope(), null);
@@ -34,6 +36,7 @@ public sealed class LeftProduct(bool causal, double[] decay) : IBlockAttention
         if (mask is not null && !mask.any().item<bool>())
             return new BlockGrads(zeros_like(q).MoveToOuterDisposeScope(), zeros_like(k).MoveToOuterDisposeScope(),
                                   zeros_like(v).MoveToOuterDisposeScope());
+        ComputeMeter.Add(PhaseFlops.BlockBackward(q.shape[0] * q.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3]));
         // A = Q K^T (.) D;  dA = dO V^T (.) D;  dQ = dA K,  dK = dA^T Q,  dV = A^T dO
         var scores = Scores(q, k, mask);                                                 // [B,H,Cq,Ck]
         var dScores = dO.matmul(v.transpose(-2, -1));

@@ -33,6 +33,18 @@ public static class MethodChecks
             throw new ArgumentException($"{method.Name} does not support decay; pass Decay = null.", nameof(options));
         if (decayed && !options.Causal)
             throw new ArgumentException("decay requires the causal mask (it weights past tokens by distance).", nameof(options));
+        if (options.Gates is { } gates)
+        {
+            if (!method.Recurrences.Contains(gates.Recurrence))
+                throw new ArgumentException(
+                    $"{method.Name} does not support the {gates.Recurrence.Name} recurrence; supported: " +
+                    $"{(method.Recurrences.Count == 0 ? "none (only Decay)" : string.Join(", ", method.Recurrences.Select(r => r.Name)))}.",
+                    nameof(options));
+            if (options.Decay is not null)
+                throw new ArgumentException("give Decay or Gates, not both (a constant decay is Gates.ConstantDecay).", nameof(options));
+            if (!options.Causal)
+                throw new ArgumentException("gated recurrences require the causal mask.", nameof(options));
+        }
         SequenceLayout.CheckDivisible(q.shape[2] * group.WorldSize, group.WorldSize, options.Layout);
         if (method.Unsupported(group.WorldSize, q.shape[1], k.shape[1]) is { } reason)
             throw new ArgumentException(reason + ".", nameof(q));

@@ -12,6 +12,8 @@ public static class MethodRegistry
         new ISequenceParallelAttention[]
         {
             new Lasp2Attention(),
+            new Lasp2Affine(),
+            new AllScan(),
             new Lasp1Ring(),
             new RingAttention(AttentionKind.Linear),
             new RingAttention(AttentionKind.Softmax),

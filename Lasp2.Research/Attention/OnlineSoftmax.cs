@@ -1,3 +1,4 @@
+using Lasp2.Research.Kernels;
 using Lasp2.Reference;
 using static TorchSharp.torch;
 
@@ -37,6 +38,7 @@ public sealed class OnlineSoftmax(bool causal, double scale) : IBlockAttention
         using var scope = NewDisposeScope();
         var hidden = Hidden(queryPositions, keyPositions, q.device);
         if (hidden is not null && hidden.all().item<bool>()) return null;
+        ComputeMeter.Add(PhaseFlops.BlockForward(q.shape[0] * q.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3]));
         var scores = Scores(q, k, hidden);                                              // [B,H,Cq,Ck]
         var lse = scores.logsumexp(-1, keepdim: true);                                  // [B,H,Cq,1]
         // P = exp(S - lse); a row with every key hidden has lse = -inf and P = 0.
@@ -58,6 +60,7 @@ public sealed class OnlineSoftmax(bool causal, double scale) : IBlockAttention
         var hidden = Hidden(queryPositions, keyPositions, q.device);
         if (hidden is not null && hidden.all().item<bool>())
             return Moved(zeros_like(q), zeros_like(k), zeros_like(v));
+        ComputeMeter.Add(PhaseFlops.BlockBackward(q.shape[0] * q.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3]));
         // P_ij = exp(S_ij - lse_i) with the final lse: this block's share of the full softmax.
         var probabilities = (Scores(q, k, hidden) - final.Lse!).exp();                   // [B,H,Cq,Ck]
         // dV = P^T dO;  dP = dO V^T;  dS = P (.) (dP - rowsum(dO (.) O))

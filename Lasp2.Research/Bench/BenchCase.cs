@@ -38,19 +38,21 @@ public sealed record BenchCase(
 
 /// <summary>
 /// What one rank measured in one timed iteration: wall and thread-CPU time of forward + backward,
-/// time blocked in communication, and the traffic and calls recorded by its <see cref="Comm.CommStats"/>.
+/// time blocked in communication, the traffic and calls recorded by its <see cref="Comm.CommStats"/>, and the
+/// process's system CPU time and minor page faults over the iteration (every thread of the rank's process).
 /// </summary>
-public sealed record RankSample(double WallSeconds, double CpuSeconds, double CommWaitSeconds, long BytesSent, long BytesReceived, long Collectives)
+public sealed record RankSample(double WallSeconds, double CpuSeconds, double CommWaitSeconds, long BytesSent, long BytesReceived, long Collectives,
+                                double ProcessSystemSeconds = double.NaN, long ProcessMinorFaults = 0)
 {
     /// <summary>Number of values <see cref="ToArray"/> packs (for gathering samples over MPI).</summary>
-    public const int Width = 6;
+    public const int Width = 8;
 
     /// <summary>Packs the sample into doubles.</summary>
-    public double[] ToArray() => [WallSeconds, CpuSeconds, CommWaitSeconds, BytesSent, BytesReceived, Collectives];
+    public double[] ToArray() => [WallSeconds, CpuSeconds, CommWaitSeconds, BytesSent, BytesReceived, Collectives, ProcessSystemSeconds, ProcessMinorFaults];
 
     /// <summary>Unpacks <see cref="ToArray"/>.</summary>
     public static RankSample FromArray(ReadOnlySpan<double> x) =>
-        new(x[0], x[1], x[2], (long)x[3], (long)x[4], (long)x[5]);
+        new(x[0], x[1], x[2], (long)x[3], (long)x[4], (long)x[5], x[6], (long)x[7]);
 }
 
 /// <summary>Everything one rank measured for one case: one sample per timed iteration, and its memory.</summary>

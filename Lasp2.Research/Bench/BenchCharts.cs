@@ -51,15 +51,16 @@ public static class BenchCharts
             return path;
         }).ToList();
 
-    // One series per (method, backend), points sorted by x, NaN y left out; at least one (possibly empty) series.
+    // One series per (method, backend, oversubscribed or not), points sorted by x (the median where rows share one), NaN y
+    // left out; at least one (possibly empty) series.
     static Series[] PerSeries(IEnumerable<DataFrameRow> rows, string x, string y, string label = "")
     {
         var series = rows.Where(r => !double.IsNaN(Number(r, y)))
-            .GroupBy(r => $"{Text(r, "method")} {Text(r, "backend")}{label}")
+            .GroupBy(r => $"{Text(r, "method")} {Text(r, "backend")}{label}{(Text(r, "oversubscribed") == "yes" ? " (oversubscribed)" : "")}")
             .OrderBy(g => g.Key, StringComparer.Ordinal)
             .Select(g =>
             {
-                var points = g.GroupBy(r => Number(r, x)).Select(p => (X: p.Key, Y: p.Min(r => Number(r, y)))).OrderBy(p => p.X).ToArray();
+                var points = g.GroupBy(r => Number(r, x)).Select(p => (X: p.Key, Y: BenchRow.Quantile(p.Select(r => Number(r, y)).ToList(), 0.5))).OrderBy(p => p.X).ToArray();
                 return new Series(g.Key, points.Select(p => p.X).ToArray(), points.Select(p => p.Y).ToArray());
             }).ToArray();
         return series.Length > 0 ? series : [new Series("no data", [], [])];

@@ -36,7 +36,20 @@ public sealed record BenchRow
     public double AnalyticBytesReceivedPerRank { get; init; } = double.NaN;
     /// <summary>"yes" when every rank sent and received exactly what the model predicts for it, "no" otherwise, "n/a" without a model.</summary>
     public string AnalyticMatch { get; init; } = "n/a";
+    /// <summary>
+    /// System CPU seconds per iteration of the processes that ran the case (median over iterations; in-process ranks
+    /// share one process, MPI ranks are summed): mostly the kernel faulting in and zero-filling fresh pages.
+    /// </summary>
+    public double SystemSecondsPerIteration { get; init; } = double.NaN;
+    /// <summary>Minor page faults per iteration of the processes that ran the case (median over iterations, as above).</summary>
+    public double MinorFaultsPerIteration { get; init; } = double.NaN;
+    /// <summary>1-minute load average when the case started and when it ended (other users of the machine show here).</summary>
+    public double LoadStart { get; init; } = double.NaN;
+    public double LoadEnd { get; init; } = double.NaN;
     public long PeakMemoryPerRank { get; init; }
+    /// <summary>The analytic memory model's peak per rank (<see cref="MemoryModel"/>; NaN for methods it does not cover).</summary>
+    public double ModelPeakMemoryPerRank => MemoryModel.Covers(Case.Method) && Case.Shape.Causal
+        ? MemoryModel.PeakBytesPerRank(Case.Shape, Case.ElementSize) : double.NaN;
     public long ProcessPeakBytes { get; init; }
 
     public double Flops => FlopCount.ForwardBackward(Case.Algorithm, Case.Shape);
@@ -45,6 +58,11 @@ public sealed record BenchRow
     /// <summary>The measured libtorch ceiling for the threads this configuration could use in total.</summary>
     public double PeakGflops => MatmulPeak.For(Context.Peaks, Case.Dtype, UsableThreads);
     public double FractionOfPeak => GflopsPerSecond / PeakGflops;
+    /// <summary>
+    /// More ranks than the machine's cores: ranks time-share cores, so wall times are no speed claim. The machine's
+    /// online CPUs, not the process's: an MPI rank bound to one core sees only that one.
+    /// </summary>
+    public bool Oversubscribed => Case.Shape.WorldSize > Math.Max(Context.Machine.Cores, MachineInfo.OnlineCpus());
 
     int UsableThreads => Math.Min(Context.Machine.Cores, Case.ThreadsPerRank * Case.Shape.WorldSize);
 
@@ -76,9 +94,14 @@ public sealed record BenchRow
             AnalyticBytesReceivedPerRank = analyticBytes is null ? double.NaN : analyticBytes.Max(a => a.Received),
             AnalyticMatch = analyticBytes is null ? "n/a"
                 : last.Select(s => (s.BytesSent, s.BytesReceived)).SequenceEqual(analyticBytes) ? "yes" : "no",
+            SystemSecondsPerIteration = Median(i => PerProcess(r => r.Samples[i].ProcessSystemSeconds)),
+            MinorFaultsPerIteration = Median(i => PerProcess(r => r.Samples[i].ProcessMinorFaults)),
             PeakMemoryPerRank = ranks.Max(r => r.PeakMemoryBytes),
             ProcessPeakBytes = ranks.Max(r => r.ProcessPeakBytes),
         };
+
+        // In-process ranks all see the one process (take the largest reading); MPI ranks are one process each (sum them).
+        double PerProcess(Func<RankResult, double> value) => benchCase.Backend == "mpi" ? ranks.Sum(value) : ranks.Max(value);
 
         double Median(Func<int, double> perIteration) =>
             Quantile(Enumerable.Range(0, iterations).Select(perIteration).ToArray(), 0.5);

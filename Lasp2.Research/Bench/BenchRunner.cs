@@ -40,6 +40,7 @@ public static class BenchRunner
             group.Barrier();
             var before = Totals(group.Stats);
             double cpu = ProcStatus.ThreadCpuSeconds();
+            var process = ProcStatus.ProcessUsage();
             var watch = Stopwatch.StartNew();
             using (NewDisposeScope())
             {
@@ -50,10 +51,11 @@ public static class BenchRunner
             }
             double wall = watch.Elapsed.TotalSeconds;
             cpu = ProcStatus.ThreadCpuSeconds() - cpu;
+            process = ProcStatus.ProcessUsage() - process;
             var after = Totals(group.Stats);
             if (iteration >= benchCase.Warmup)
                 samples.Add(new RankSample(wall, cpu, after.Wait - before.Wait, after.Sent - before.Sent,
-                    after.Received - before.Received, after.Calls - before.Calls));
+                    after.Received - before.Received, after.Calls - before.Calls, process.SystemSeconds, process.MinorFaults));
         }
         return samples;
     }

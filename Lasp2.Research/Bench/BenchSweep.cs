@@ -80,16 +80,17 @@ public sealed class BenchSweep(IBenchBackend backend, IReadOnlyDictionary<string
     public BenchRow RunOne(BenchCase benchCase)
     {
         var method = methods[benchCase.Method];
+        double load = ProcStatus.LoadAverage();
         try
         {
             var ranks = backend.Run(benchCase.Shape.WorldSize, benchCase.ThreadsPerRank,
                 group => BenchRunner.RunRank(group, method.Method, benchCase));
             var analytic = method.AnalyticBytes?.Invoke(benchCase.Shape, benchCase.ElementSize);
-            return BenchRow.Measured(benchCase, context, ranks, backend.MemoryMethod, analytic);
+            return BenchRow.Measured(benchCase, context, ranks, backend.MemoryMethod, analytic) with { LoadStart = load, LoadEnd = ProcStatus.LoadAverage() };
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            return BenchRow.Unmeasured(benchCase, context, "failed: " + e.GetType().Name + ": " + e.Message);
+            return BenchRow.Unmeasured(benchCase, context, "failed: " + e.GetType().Name + ": " + e.Message) with { LoadStart = load, LoadEnd = ProcStatus.LoadAverage() };
         }
     }
 
@@ -119,7 +120,15 @@ public sealed class BenchSweep(IBenchBackend backend, IReadOnlyDictionary<string
     // Why the next case would not fit, extrapolated from the last ones measured; null if it fits.
     static string? Predict(BenchCase next, List<BenchRow> measured, SweepPlan plan)
     {
-        if (measured.Count == 0) return null;
+        if (measured.Count == 0)
+        {
+            // Nothing measured yet: the analytic model, where it covers the method, for all ranks together.
+            if (!MemoryModel.Covers(next.Method) || !next.Shape.Causal) return null;
+            double model = MemoryModel.PeakBytesPerRank(next.Shape, next.ElementSize) * next.Shape.WorldSize;
+            return model > plan.MemoryBudgetBytes
+                ? $"predicted {model / 1e9:0.0} GB by the memory model > budget {plan.MemoryBudgetBytes / 1e9:0.#} GB"
+                : null;
+        }
         var last = measured[^1];
         double time = last.TimeMedian * FlopCount.ForwardBackward(next.Algorithm, next.Shape) / last.Flops;
         if (time > plan.MaxIterationSeconds)

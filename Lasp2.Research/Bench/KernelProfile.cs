@@ -1,4 +1,5 @@
 using Lasp2.Reference;
+using Lasp2.Research.Attention;
 using Microsoft.Data.Analysis;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -10,7 +11,9 @@ namespace Lasp2.Research.Bench;
 /// Where the chunked kernel's time and memory go: each phase of Kernels/ChunkedLinearAttention (causal,
 /// lambda = 1) timed alone in thread-CPU time on the calling thread (run it with 1 libtorch thread), with its
 /// peak resident-memory increase and what it leaves alive, both in units of one [B,H,N,D] tensor; then the
-/// block products alone, the ceiling libtorch reaches on these shapes. Used by `lasp2 bench --profile`.
+/// block products alone, the ceiling libtorch reaches on these shapes; the first row is the whole layer (forward and
+/// backward with the states kept, the benchmark's caching policy) with its GFLOP/s in the benchmark's flop convention.
+/// Used by `lasp2 bench --profile`.
 /// </summary>
 public static class KernelProfile
 {
@@ -39,11 +42,18 @@ public static class KernelProfile
         var (states, scores) = (Random(batch, heads, blocks, dim, dim), Random(batch, heads, blocks, blockSize, blockSize));
         double rows = (double)batch * heads, stateFlops = rows * 2.0 * seqLen * dim * dim, blockFlops = rows * 2.0 * seqLen * blockSize * dim;
 
+        double layerFlops = FlopCount.ForwardBackward(FlopAlgorithm.ChunkedLinear, new BenchShape(batch, heads, heads, seqLen, dim, blockSize, true, 1));
         var phases = new (string Name, double Flops, Func<object> Run)[]
         {
+            ("layer: forward + backward (states kept)", layerFlops, () =>
+            {
+                var (output, _, seen) = Kernel.ForwardKeepingStates(q, k, v, null, blockSize);
+                return Kernel.Backward(q, k, v, dO, null, blockSize, seen: seen);
+            }),
             ("forward: ForwardStates", double.NaN, () => Kernel.ForwardStates(k, v, lambda, blockSize, true)),
             ("forward: IntraOutput", double.NaN, () => Kernel.IntraOutput(q, k, v, forward, lambda, blockSize)),
-            ("backward: Kernel.Backward (all)", double.NaN, () => Kernel.Backward(q, k, v, dO, null, blockSize, true)),
+            ("backward: Kernel.Backward (recomputes the states)", double.NaN, () => Kernel.Backward(q, k, v, dO, null, blockSize, true)),
+            ("backward: Kernel.Backward (states kept)", double.NaN, () => Kernel.Backward(q, k, v, dO, null, blockSize, true, seen: forward.Blocks)),
             ("backward: BackwardStates", double.NaN, () => Kernel.BackwardStates(q, dO, lambda, blockSize, true)),
             ("backward: IntraGradients", double.NaN, () => Kernel.IntraGradients(q, k, v, dO, forward, backward, lambda, blockSize)),
             ("product alone: K_b^T V_b", stateFlops, () => kb.transpose(-2, -1).matmul(kb)),

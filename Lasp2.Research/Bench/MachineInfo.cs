@@ -25,6 +25,14 @@ public sealed record MachineInfo(string Cpu, int Cores, long MemoryBytes, string
             ?? typeof(torch).Assembly.GetName().Version?.ToString() ?? "unknown",
         torch.__version__);
 
+    /// <summary>The machine's online processors (/proc/cpuinfo), whatever this process is bound to; ProcessorCount elsewhere.</summary>
+    public static int OnlineCpus()
+    {
+        const string cpuinfo = "/proc/cpuinfo";
+        int count = File.Exists(cpuinfo) ? File.ReadLines(cpuinfo).Count(l => l.StartsWith("processor", StringComparison.Ordinal)) : 0;
+        return count > 0 ? count : Environment.ProcessorCount;
+    }
+
     static string CpuModel()
     {
         const string cpuinfo = "/proc/cpuinfo";

@@ -51,6 +51,36 @@ public static partial class ProcStatus
         return clock_gettime(clockThreadCpuTimeId, out var ts) == 0 ? ts.Seconds + ts.Nanoseconds * 1e-9 : double.NaN;
     }
 
+    /// <summary>CPU time in user and kernel mode and minor page faults, of a thread or a process.</summary>
+    public readonly record struct Usage(double UserSeconds, double SystemSeconds, long MinorFaults)
+    {
+        public static Usage operator -(Usage a, Usage b) =>
+            new(a.UserSeconds - b.UserSeconds, a.SystemSeconds - b.SystemSeconds, a.MinorFaults - b.MinorFaults);
+
+        public double CpuSeconds => UserSeconds + SystemSeconds;
+    }
+
+    /// <summary>The calling OS thread's usage (getrusage RUSAGE_THREAD; NaN and 0 off Linux).</summary>
+    public static Usage ThreadUsage() => GetUsage(who: 1);
+
+    /// <summary>The whole process's usage, every thread (getrusage RUSAGE_SELF; NaN and 0 off Linux).</summary>
+    public static Usage ProcessUsage() => GetUsage(who: 0);
+
+    /// <summary>The 1-minute load average (/proc/loadavg; NaN where unavailable).</summary>
+    public static double LoadAverage()
+    {
+        const string path = "/proc/loadavg";
+        if (!File.Exists(path)) return double.NaN;
+        var first = File.ReadAllText(path).Split(' ')[0];
+        return double.TryParse(first, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var load) ? load : double.NaN;
+    }
+
+    static Usage GetUsage(int who)
+    {
+        if (!OperatingSystem.IsLinux() || getrusage(who, out var u) != 0) return new Usage(double.NaN, double.NaN, 0);
+        return new Usage(u.UserSeconds + u.UserMicroseconds * 1e-6, u.SystemSeconds + u.SystemMicroseconds * 1e-6, u.MinorFaults);
+    }
+
     /// <summary>Parses a "/proc" line such as "VmHWM:\t  123 kB" (tab, then space padding) to its number of KiB.</summary>
     public static long ParseKiB(string line)
     {
@@ -71,6 +101,18 @@ public static partial class ProcStatus
         public long Seconds;
         public long Nanoseconds;
     }
+
+    // struct rusage on 64-bit Linux: two timevals, then 14 longs of which minflt is the fifth.
+    [StructLayout(LayoutKind.Sequential)]
+    struct RUsage
+    {
+        public long UserSeconds, UserMicroseconds, SystemSeconds, SystemMicroseconds;
+        public long MaxRss, SharedRss, DataRss, StackRss, MinorFaults, MajorFaults, Swaps, BlocksIn, BlocksOut,
+                    MessagesSent, MessagesReceived, Signals, VoluntarySwitches, InvoluntarySwitches;
+    }
+
+    [LibraryImport("libc", EntryPoint = "getrusage")]
+    private static partial int getrusage(int who, out RUsage usage);
 
     [LibraryImport("libc", EntryPoint = "malloc_trim")]
     private static partial int malloc_trim(nuint pad);

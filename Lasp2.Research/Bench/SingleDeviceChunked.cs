@@ -10,7 +10,8 @@ namespace Lasp2.Research.Bench;
 /// <summary>
 /// The single-device chunked kernel (Kernels/ChunkedLinearAttention) as a benchmark method "chunked":
 /// its forward, and its hand-written backward as the autograd backward, on a group of one rank. No
-/// communication; the baseline every distributed linear method is measured against.
+/// communication; the baseline every distributed linear method is measured against. Like LASP-2 it keeps the
+/// states each block saw from forward to backward, so both run the same work with the same caching policy.
 /// </summary>
 public sealed class SingleDeviceChunked : ISequenceParallelAttention
 {
@@ -43,10 +44,11 @@ public sealed class SingleDeviceChunked : ISequenceParallelAttention
         public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
         {
             var (q, k, v, options) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (AttentionOptions)vars[3]);
-            ctx.save_for_backward([q, k, v]);
             ctx.save_data("options", options);
             using var scope = NewDisposeScope();
-            return Kernel.Forward(q, k, v, options.Decay, options.BlockSize, options.Causal).Output.MoveToOuterDisposeScope();
+            var (output, _, seen) = Kernel.ForwardKeepingStates(q, k, v, options.Decay, options.BlockSize, options.Causal);
+            ctx.save_for_backward([q, k, v, seen.MoveToOuterDisposeScope()]);
+            return output.MoveToOuterDisposeScope();
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor dO)
@@ -54,7 +56,8 @@ public sealed class SingleDeviceChunked : ISequenceParallelAttention
             var options = (AttentionOptions)ctx.get_data("options");
             var saved = ctx.get_saved_variables();
             using var scope = NewDisposeScope();
-            var (dq, dk, dv, _) = Kernel.Backward(saved[0], saved[1], saved[2], dO, options.Decay, options.BlockSize, options.Causal);
+            var (dq, dk, dv, _) = Kernel.Backward(saved[0], saved[1], saved[2], dO, options.Decay, options.BlockSize, options.Causal,
+                                                  seen: options.Causal ? saved[3] : null);
             return [dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(), dv.MoveToOuterDisposeScope(), null!];
         }
     }

@@ -9,9 +9,11 @@ namespace Lasp2.Research.Kernels;
 /// q, k [B,H,C,Dk], v [B,H,C,Dv] with a per-head decay lambda in (0, 1], an optional initial state S_0
 /// [B,H,Dk,Dv] (the prefix supplied by communication) and the state after the shard as a result.
 /// Blocked: the shard is cut into blocks of <c>blockSize</c> tokens (the last one may be shorter); full
-/// blocks are processed in batches [B,H,n,L,.] of about 2^20 elements, so the largest temporary is
-/// [B,H,n,L,L] (never C x C, and bounded whatever C is). With W = 1 and no initial state this is plain
-/// single-device chunked linear attention.
+/// blocks are processed in segments of one (batch, head) row, n blocks of at most about 2^20 elements per
+/// temporary: each segment is a contiguous [n,L,D] view, so its products are single batched bmm calls that
+/// read the inputs in place, and the largest temporary is [n,L,L] (never C x C, bounded whatever C is). Block
+/// states are folded over all blocks at once (StatePrefix: one cumsum without decay). A head with lambda = 1
+/// skips every decay factor. With W = 1 and no initial state this is plain single-device chunked linear attention.
 ///
 /// Causal, local index i in the shard, block b with in-block index i' and length L (docs/algorithms.md, "Single-device forms", form 4):
 ///   s_b = sum_j lambda^(L-1-j) k_j^T v_j,  S_b = lambda^L S_{b-1} + s_b (S_{-1} = S_0; the StatePrefix fold)
@@ -36,32 +38,48 @@ public static class ChunkedLinearAttention
     public static (Tensor Output, Tensor State) Forward(Tensor q, Tensor k, Tensor v, double[]? decay, int blockSize,
                                                         bool causal = true, Tensor? initialState = null)
     {
-        var lambda = Check(q, k, v, decay, blockSize, causal);
         using var scope = NewDisposeScope();
-        var states = ForwardStates(k, v, lambda, blockSize, causal);
-        var seen = StatesSeen(states, initialState, lambda, blockSize, q, fromStart: true);
-        var output = StateOutput(q, seen, lambda, blockSize, addTo: DiagonalOutput(q, k, v, states, lambda, blockSize));
-        var state = initialState is null ? states.Total
-            : states.Total.Plus(Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * initialState);
+        var (output, state, _) = ForwardKeepingStates(q, k, v, decay, blockSize, causal, initialState);
         return (output.MoveToOuterDisposeScope(), state.MoveToOuterDisposeScope());
     }
 
     /// <summary>
-    /// Hand-written backward of <see cref="Forward"/> for output gradient dO [B,H,C,Dv] and final-state
-    /// gradient dState (null = 0). Returns dQ, dK, dV and the gradient of the initial state.
+    /// <see cref="Forward"/> that also returns the states each block saw (<see cref="StatesSeen"/> with the initial
+    /// state folded in), so that <see cref="Backward"/> can reuse them instead of recomputing ForwardStates: the same
+    /// caching policy as LASP-2, which keeps them between its forward and backward.
     /// </summary>
-    public static (Tensor DQ, Tensor DK, Tensor DV, Tensor DInitialState) Backward(
-        Tensor q, Tensor k, Tensor v, Tensor dO, double[]? decay, int blockSize, bool causal = true,
-        Tensor? initialState = null, Tensor? dState = null)
+    public static (Tensor Output, Tensor State, Tensor Seen) ForwardKeepingStates(Tensor q, Tensor k, Tensor v, double[]? decay,
+        int blockSize, bool causal = true, Tensor? initialState = null)
     {
         var lambda = Check(q, k, v, decay, blockSize, causal);
         using var scope = NewDisposeScope();
-        var forward = ForwardStates(k, v, lambda, blockSize, causal);
+        var states = ForwardStates(k, v, lambda, blockSize, causal);
+        var diagonal = DiagonalOutput(q, k, v, states, lambda, blockSize);
+        var seen = StatesSeen(states, initialState, lambda, blockSize, q, fromStart: true, reuseLocal: true);
+        var output = StateOutput(q, seen, lambda, blockSize, addTo: diagonal);
+        var state = initialState is null ? states.Total
+            : states.Total.Plus(Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * initialState);
+        return (output.MoveToOuterDisposeScope(), state.MoveToOuterDisposeScope(), seen.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Hand-written backward of <see cref="Forward"/> for output gradient dO [B,H,C,Dv] and final-state
+    /// gradient dState (null = 0). Returns dQ, dK, dV and the gradient of the initial state. <paramref name="seen"/>:
+    /// the states each block saw in forward (<see cref="ForwardKeepingStates"/>); null recomputes them.
+    /// </summary>
+    public static (Tensor DQ, Tensor DK, Tensor DV, Tensor DInitialState) Backward(
+        Tensor q, Tensor k, Tensor v, Tensor dO, double[]? decay, int blockSize, bool causal = true,
+        Tensor? initialState = null, Tensor? dState = null, Tensor? seen = null)
+    {
+        var lambda = Check(q, k, v, decay, blockSize, causal);
+        using var scope = NewDisposeScope();
+        // Unmasked, the diagonal part needs the forward total m, which the cached states do not hold.
+        var forward = seen is null || !causal ? ForwardStates(k, v, lambda, blockSize, causal) : null;
         var backward = BackwardStates(q, dO, lambda, blockSize, causal);
-        var (dq, dk, dv) = StateGradients(k, v, dO,
-            StatesSeen(forward, initialState, lambda, blockSize, q, fromStart: true),
-            StatesSeen(backward, dState, lambda, blockSize, q, fromStart: false), lambda, blockSize,
-            addTo: DiagonalGradients(q, k, v, dO, forward.Total, backward, lambda, blockSize));
+        var diagonal = DiagonalGradients(q, k, v, dO, forward?.Total ?? backward.Total, backward, lambda, blockSize);
+        var entering = seen ?? StatesSeen(forward!, initialState, lambda, blockSize, q, fromStart: true, reuseLocal: true);
+        var leaving = StatesSeen(backward, dState, lambda, blockSize, q, fromStart: false, reuseLocal: true);
+        var (dq, dk, dv) = StateGradients(k, v, dO, entering, leaving, lambda, blockSize, addTo: diagonal);
         var dInitial = dState is null ? backward.Total
             : backward.Total.Plus(Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * dState);
         return (dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(),
@@ -71,6 +89,7 @@ public static class ChunkedLinearAttention
     /// <summary>Forward phase 1: block summaries folded into the state entering each block; Total = m.</summary>
     public static BlockStates ForwardStates(Tensor k, Tensor v, double[] lambda, int blockSize, bool causal)
     {
+        ComputeMeter.Add(PhaseFlops.StateProduct(k.shape[0] * k.shape[1], k.shape[2], k.shape[3], v.shape[3]));
         // Alg. 2 step 1 (unmasked, Alg. 1): M_t = K_t^T V_t
         if (!causal) return new BlockStates(null, k.transpose(-2, -1).matmul(v));            // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
@@ -83,18 +102,21 @@ public static class ChunkedLinearAttention
     /// <summary>
     /// Forward phase 2, needing no outer state (LASP-2 runs it while the AllGather is in flight): causal, the
     /// diagonal blocks (Q_b K_b^T (.) D_L) V_b, masked inside the block; unmasked, Q m. [B,H,C,Dv]
-    /// Each batch of blocks is written into the output as it is computed; its temporaries are freed at once.
+    /// Each segment of blocks is written into the output as it is computed; its temporaries are freed at once.
     /// </summary>
     public static Tensor DiagonalOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize)
     {
+        ComputeMeter.Add(PhaseFlops.DiagonalForward(q.shape[0] * q.shape[1], q.shape[2], k.shape[3], v.shape[3], blockSize, states.Blocks is not null));
         if (states.Blocks is null) return q.matmul(states.Total);                            // Alg. 1: Q_t M_t
         var output = empty(q.shape[0], q.shape[1], q.shape[2], v.shape[3], dtype: q.dtype, device: q.device);
-        foreach (var segment in Segments(q, blockSize))
+        var decays = new BlockDecays(lambda, blockSize, q);
+        foreach (var segment in Segments(q, v.shape[3], blockSize))
         {
             using var scope = NewDisposeScope();
+            var decay = decays.For(segment);
             // O_b = (Q_b K_b^T (.) D_L) V_b
-            var scores = Blocks(q, segment).matmul(Blocks(k, segment).transpose(-2, -1)).mul_(DecayMask(lambda, segment, q)); // [B,H,n,L,L]
-            Blocks(output, segment).copy_(scores.matmul(Blocks(v, segment)));               // [B,H,n,L,Dv]
+            var scores = decay.Mask(Rows(q, segment).bmm(Rows(k, segment).transpose(1, 2)));  // [n,L,L]
+            Rows(output, segment, write: true).copy_(scores.bmm(Rows(v, segment)));           // [n,L,Dv]
         }
         return output;
     }
@@ -102,19 +124,24 @@ public static class ChunkedLinearAttention
     /// <summary>
     /// The states each block sees, with an outer state folded in (null = 0). Forward (<paramref name="fromStart"/>):
     /// S_{b-1} + lambda^(start_b) S_0 [B,H,nb,Dk,Dv]; backward: dS_b + lambda^(C-end_b) dState. Unmasked: the outer
-    /// state itself [B,H,Dk,Dv] (the local one is in the diagonal part).
+    /// state itself [B,H,Dk,Dv] (the local one is in the diagonal part). With <paramref name="reuseLocal"/> the outer
+    /// term is added into local.Blocks in place (for callers that no longer need the local states: one [B,H,nb,Dk,Dv]
+    /// tensor less at the peak).
     /// </summary>
-    public static Tensor StatesSeen(BlockStates local, Tensor? outer, double[] lambda, int blockSize, Tensor like, bool fromStart)
+    public static Tensor StatesSeen(BlockStates local, Tensor? outer, double[] lambda, int blockSize, Tensor like, bool fromStart,
+                                    bool reuseLocal = false)
     {
         if (local.Blocks is null) return outer ?? zeros_like(local.Total);
         if (outer is null) return local.Blocks;
         using var scope = NewDisposeScope();
-        long n = like.shape[2];
-        var exponents = Segments(like, blockSize)
-            .SelectMany(s => Enumerable.Range(0, (int)s.Count).Select(j => (double)(fromStart ? s.Start + j * s.Length : n - s.Start - (j + 1) * s.Length)))
-            .ToArray();
+        long n = like.shape[2], blocks = local.Blocks.shape[2];
+        var exponents = Enumerable.Range(0, (int)blocks)
+            .Select(j => (double)(fromStart ? j * blockSize : n - Math.Min(n, (j + 1L) * blockSize))).ToArray();
         var decay = Powers(lambda, tensor(exponents, dtype: like.dtype, device: like.device), blocked: true);  // [1,H,1,nb,1]
-        return local.Blocks.Plus(decay.transpose(2, 3) * outer.unsqueeze(2)).MoveToOuterDisposeScope();        // [B,H,nb,Dk,Dv]
+        var term = decay.transpose(2, 3) * outer.unsqueeze(2);                                               // [B,H,nb,Dk,Dv]
+        if (!reuseLocal) return local.Blocks.Plus(term).MoveToOuterDisposeScope();
+        local.Blocks.PlusInPlace(term);
+        return local.Blocks;
     }
 
     /// <summary>
@@ -124,19 +151,20 @@ public static class ChunkedLinearAttention
     /// </summary>
     public static Tensor StateOutput(Tensor q, Tensor seen, double[] lambda, int blockSize, Tensor? addTo = null)
     {
+        ComputeMeter.Add(PhaseFlops.StateProduct(q.shape[0] * q.shape[1], q.shape[2], q.shape[3], seen.shape[^1]));
         var output = addTo ?? zeros(q.shape[0], q.shape[1], q.shape[2], seen.shape[^1], dtype: q.dtype, device: q.device);
         if (seen.dim() == 4)
         {
             using var unmasked = NewDisposeScope();
-            return output.PlusInPlace(q.matmul(seen));                                       // O += Q S_outer
+            return output.PlusInPlace(q.matmul(seen));                                        // O += Q S_outer
         }
-        foreach (var segment in Segments(q, blockSize))
+        var decays = new BlockDecays(lambda, blockSize, q);
+        foreach (var segment in Segments(q, seen.shape[^1], blockSize))
         {
             using var scope = NewDisposeScope();
             // o_i += lambda^(i'+1) q_i S_seen(b)
-            var queryDecay = Powers(lambda, Local(segment, q).Plus(1), blocked: true);       // [1,H,1,L,1]
-            var seenIn = seen.narrow(2, segment.Start / blockSize, segment.Count);           // [B,H,n,Dk,Dv]
-            Blocks(output, segment).PlusInPlace((queryDecay * Blocks(q, segment)).matmul(seenIn)); // [B,H,n,L,Dv]
+            var product = Rows(q, segment).bmm(StateRows(seen, segment));                   // [n,L,Dv]
+            Rows(output, segment, write: true).PlusInPlace(decays.For(segment).Query(product));
         }
         return output;
     }
@@ -147,6 +175,7 @@ public static class ChunkedLinearAttention
     /// </summary>
     public static BlockStates BackwardStates(Tensor q, Tensor dO, double[] lambda, int blockSize, bool causal)
     {
+        ComputeMeter.Add(PhaseFlops.StateProduct(q.shape[0] * q.shape[1], q.shape[2], q.shape[3], dO.shape[3]));
         // Alg. 3 / Alg. 4 step 1: dM_t = Q_t^T dO_t
         if (!causal) return new BlockStates(null, q.transpose(-2, -1).matmul(dO));           // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
@@ -160,12 +189,13 @@ public static class ChunkedLinearAttention
     /// Backward phase 2, needing no outer state (Alg. 4 step 2, run while the AllGather is in flight): causal,
     /// the diagonal blocks with A = Q K^T (.) D, dA = dO V^T (.) D: dQ = dA K, dK = dA^T Q, dV = A^T dO;
     /// unmasked (Alg. 3, local part), dQ = dO m^T, dK = V dm^T, dV = K dm, with m = <paramref name="state"/>
-    /// (the forward Total, used unmasked only). Each batch of blocks is written into the preallocated gradients
-    /// as it is computed and its temporaries are freed at once: the peak is the three results plus one batch.
+    /// (the forward Total, used unmasked only). Each segment of blocks is written into the preallocated gradients
+    /// as it is computed and its temporaries are freed at once: the peak is the three results plus one segment.
     /// </summary>
     public static (Tensor DQ, Tensor DK, Tensor DV) DiagonalGradients(Tensor q, Tensor k, Tensor v, Tensor dO,
         Tensor state, BlockStates backward, double[] lambda, int blockSize)
     {
+        ComputeMeter.Add(PhaseFlops.DiagonalBackward(q.shape[0] * q.shape[1], q.shape[2], k.shape[3], v.shape[3], blockSize, backward.Blocks is not null));
         if (backward.Blocks is null)
         {
             using var unmasked = NewDisposeScope();
@@ -173,18 +203,19 @@ public static class ChunkedLinearAttention
                     v.matmul(backward.Total.transpose(-2, -1)).MoveToOuterDisposeScope(),
                     k.matmul(backward.Total).MoveToOuterDisposeScope());
         }
-        var (dq, dk, dv) = (empty_like(q), empty_like(k), empty_like(v));
-        foreach (var segment in Segments(q, blockSize))
+        var (dq, dk, dv) = (Like(q), Like(k), Like(v));
+        var decays = new BlockDecays(lambda, blockSize, q);
+        foreach (var segment in Segments(q, v.shape[3], blockSize))
         {
             using var scope = NewDisposeScope();
-            var (qb, kb, vb, dOb) = (Blocks(q, segment), Blocks(k, segment), Blocks(v, segment), Blocks(dO, segment));
-            var mask = DecayMask(lambda, segment, q);                                        // [1,H,1,L,L]
-            var scores = qb.matmul(kb.transpose(-2, -1)).mul_(mask);                         // A  [B,H,n,L,L]
-            var dScores = dOb.matmul(vb.transpose(-2, -1)).mul_(mask);                       // dA [B,H,n,L,L]
+            var (qb, kb, vb, dOb) = (Rows(q, segment), Rows(k, segment), Rows(v, segment), Rows(dO, segment)); // [n,L,D]
+            var decay = decays.For(segment);
+            var scores = decay.Mask(qb.bmm(kb.transpose(1, 2)));                            // A  [n,L,L]
+            var dScores = decay.Mask(dOb.bmm(vb.transpose(1, 2)));                          // dA [n,L,L]
             // dQ_b = dA K_b, dK_b = dA^T Q_b, dV_b = A^T dO_b
-            Blocks(dq, segment).copy_(dScores.matmul(kb));                                   // [B,H,n,L,Dk]
-            Blocks(dk, segment).copy_(dScores.transpose(-2, -1).matmul(qb));                 // [B,H,n,L,Dk]
-            Blocks(dv, segment).copy_(scores.transpose(-2, -1).matmul(dOb));                 // [B,H,n,L,Dv]
+            Rows(dq, segment, write: true).copy_(dScores.bmm(kb));                           // [n,L,Dk]
+            Rows(dk, segment, write: true).copy_(dScores.transpose(1, 2).bmm(qb));           // [n,L,Dk]
+            Rows(dv, segment, write: true).copy_(scores.transpose(1, 2).bmm(dOb));           // [n,L,Dv]
         }
         return (dq, dk, dv);
     }
@@ -194,33 +225,32 @@ public static class ChunkedLinearAttention
     /// sees (<see cref="StatesSeen"/>: entering S with the prefix P, leaving dS with the suffix G):
     /// dq_i = lambda^(i'+1) do_i S^T, dk_j = lambda^(L-1-j) v_j dS^T, dv_j = lambda^(L-1-j) k_j dS.
     /// Unmasked: dQ = dO P^T, dK = V G^T, dV = K G. Added in place into <paramref name="addTo"/> when given (e.g. the
-    /// <see cref="DiagonalGradients"/>, which are then returned), batch by batch, so no second set is allocated.
+    /// <see cref="DiagonalGradients"/>, which are then returned), segment by segment, so no second set is allocated.
     /// </summary>
     public static (Tensor DQ, Tensor DK, Tensor DV) StateGradients(Tensor k, Tensor v, Tensor dO, Tensor entering,
         Tensor leaving, double[] lambda, int blockSize, (Tensor DQ, Tensor DK, Tensor DV)? addTo = null)
     {
-        var (dq, dk, dv) = addTo ?? (zeros_like(k), zeros_like(k), zeros_like(v));              // dQ, dK [B,H,C,Dk], dV [B,H,C,Dv]
+        ComputeMeter.Add(3 * PhaseFlops.StateProduct(k.shape[0] * k.shape[1], k.shape[2], k.shape[3], v.shape[3]));
+        var (dq, dk, dv) = addTo ?? (zeros(k.shape, dtype: k.dtype, device: k.device), zeros(k.shape, dtype: k.dtype, device: k.device),
+                                     zeros(v.shape, dtype: v.dtype, device: v.device));  // dQ, dK [B,H,C,Dk], dV [B,H,C,Dv]
         if (entering.dim() == 4)
         {
             using var unmasked = NewDisposeScope();
-            dq.PlusInPlace(dO.matmul(entering.transpose(-2, -1)));                           // dQ += dO P^T
-            dk.PlusInPlace(v.matmul(leaving.transpose(-2, -1)));                             // dK += V G^T
-            dv.PlusInPlace(k.matmul(leaving));                                               // dV += K G
+            dq.PlusInPlace(dO.matmul(entering.transpose(-2, -1)));                            // dQ += dO P^T
+            dk.PlusInPlace(v.matmul(leaving.transpose(-2, -1)));                              // dK += V G^T
+            dv.PlusInPlace(k.matmul(leaving));                                                // dV += K G
             return (dq, dk, dv);
         }
-        foreach (var segment in Segments(k, blockSize))
+        var decays = new BlockDecays(lambda, blockSize, k);
+        foreach (var segment in Segments(k, v.shape[3], blockSize))
         {
             using var scope = NewDisposeScope();
-            var (kb, vb, dOb) = (Blocks(k, segment), Blocks(v, segment), Blocks(dO, segment));
-            var local = Local(segment, k);
-            var queryDecay = Powers(lambda, local.Plus(1), blocked: true);                   // [1,H,1,L,1]
-            var keyDecay = Powers(lambda, Scalars.Minus(segment.Length - 1, local), blocked: true);
-            long first = segment.Start / blockSize;
-            var seenIn = entering.narrow(2, first, segment.Count);                           // S_{b-1} + decayed P
-            var seenOut = leaving.narrow(2, first, segment.Count);                           // dS_b + decayed G
-            Blocks(dq, segment).PlusInPlace(queryDecay * dOb.matmul(seenIn.transpose(-2, -1))); // [B,H,n,L,Dk]
-            Blocks(dk, segment).PlusInPlace(keyDecay * vb.matmul(seenOut.transpose(-2, -1)));   // [B,H,n,L,Dk]
-            Blocks(dv, segment).PlusInPlace(keyDecay * kb.matmul(seenOut));                     // [B,H,n,L,Dv]
+            var (kb, vb, dOb) = (Rows(k, segment), Rows(v, segment), Rows(dO, segment));   // [n,L,D]
+            var decay = decays.For(segment);
+            var (seenIn, seenOut) = (StateRows(entering, segment), StateRows(leaving, segment)); // S_{b-1} + decayed P, dS_b + decayed G [n,Dk,Dv]
+            Rows(dq, segment, write: true).PlusInPlace(decay.Query(dOb.bmm(seenIn.transpose(1, 2))));  // [n,L,Dk]
+            Rows(dk, segment, write: true).PlusInPlace(decay.Key(vb.bmm(seenOut.transpose(1, 2))));    // [n,L,Dk]
+            Rows(dv, segment, write: true).PlusInPlace(decay.Key(kb.bmm(seenOut)));                    // [n,L,Dv]
         }
         return (dq, dk, dv);
     }
@@ -286,50 +316,111 @@ public static class ChunkedLinearAttention
     /// </summary>
     static (Tensor Summaries, Tensor Gammas) BlockSummaries(Tensor a, Tensor b, double[] lambda, int blockSize, bool keySide)
     {
-        var summaries = new List<Tensor>();
-        var gammas = new List<Tensor>();
-        foreach (var segment in Segments(a, blockSize))
+        long n = a.shape[2], full = n / blockSize, tail = n % blockSize;
+        var summaries = empty([a.shape[0], a.shape[1], full + (tail > 0 ? 1 : 0), a.shape[3], b.shape[3]], dtype: a.dtype, device: a.device);
+        var decays = new BlockDecays(lambda, blockSize, a);
+        foreach (var segment in Segments(a, b.shape[3], blockSize))
         {
-            var local = Local(segment, a);
-            var weights = Powers(lambda, keySide ? Scalars.Minus(segment.Length - 1, local) : local.Plus(1), blocked: true); // [1,H,1,L,1]
-            summaries.Add((weights * Blocks(a, segment)).transpose(-2, -1).matmul(Blocks(b, segment)));
-            gammas.Add(Masks.DecayPower(lambda, segment.Length, a.dtype, a.device).unsqueeze(2)
-                            .expand(1, lambda.Length, segment.Count, 1, 1));
+            using var scope = NewDisposeScope();
+            var decay = decays.For(segment);
+            var weighted = keySide ? decay.Key(Rows(a, segment)) : decay.Query(Rows(a, segment)); // [n,L,Da]
+            StateRows(summaries, segment).copy_(weighted.transpose(1, 2).bmm(Rows(b, segment)));  // [n,Da,Db]
         }
-        return (cat(summaries, 2), cat(gammas, 2));
+        var gammas = Masks.DecayPower(lambda, blockSize, a.dtype, a.device).unsqueeze(2).expand(1, lambda.Length, full, 1, 1);
+        if (tail > 0) gammas = cat([gammas, Masks.DecayPower(lambda, tail, a.dtype, a.device).unsqueeze(2)], 2);
+        return (summaries, gammas);
     }
-
-    /// <summary>Count blocks of Length tokens starting at Start: the full blocks, then the shorter tail.</summary>
-    readonly record struct Segment(long Start, long Count, long Length);
 
     /// <summary>
-    /// Full blocks are batched in groups of at most ~2^20 elements per temporary ([B,H,n,L,L], [B,H,n,L,D],
-    /// [B,H,n,D,D]): that bounds the working memory and keeps the allocations below the allocator's mmap
-    /// threshold, so they are reused instead of page-faulted in again (at N = 64K one [B,H,nb,L,L] batch was
-    /// 128 MiB and half the CPU time went to the kernel zeroing fresh pages). The grouping does not change
-    /// which block sees what; block indices stay global.
+    /// A run of Count blocks of Length tokens of one (batch, head) row, starting at token Start (block index First):
+    /// the full blocks, then the shorter tail.
     /// </summary>
-    static IEnumerable<Segment> Segments(Tensor like, long blockSize)
+    readonly record struct Segment(long Batch, long Head, long First, long Start, long Count, long Length);
+
+    /// <summary>
+    /// Elements per temporary of one segment ([n,L,L], [n,L,D], [n,D,D]): large enough that each batched product
+    /// amortises its call, small enough to stay in cache, far below glibc's mmap threshold and a secondary
+    /// arena's 64 MiB heap (NativeHeap), so that the blocks are reused instead of faulted in again each iteration.
+    /// </summary>
+    const long SegmentElements = 1L << 20;
+
+    /// <summary>
+    /// Segments of one (batch, head) row at a time, so each is a contiguous [n,L,D] view of the [B,H,C,D] tensor and the
+    /// batched products (bmm) read it in place. The grouping does not change which block sees what; indices stay global.
+    /// </summary>
+    static IEnumerable<Segment> Segments(Tensor like, long valueDim, long blockSize)
     {
-        long n = like.shape[2], dim = like.shape[3];
-        long perBlock = like.shape[0] * like.shape[1] * Math.Max(blockSize * blockSize, Math.Max(blockSize, dim) * dim);
-        long group = Math.Max(1, (1L << 20) / perBlock);
+        long n = like.shape[2], dim = Math.Max(like.shape[3], valueDim);
+        long group = Math.Max(1, SegmentElements / Math.Max(blockSize * blockSize, Math.Max(blockSize, dim) * dim));
         long full = n / blockSize;
-        for (long first = 0; first < full; first += group)
-            yield return new Segment(first * blockSize, Math.Min(group, full - first), blockSize);
-        if (n % blockSize != 0) yield return new Segment(full * blockSize, 1, n % blockSize);
+        for (long b = 0; b < like.shape[0]; b++)
+            for (long h = 0; h < like.shape[1]; h++)
+            {
+                for (long first = 0; first < full; first += group)
+                    yield return new Segment(b, h, first, first * blockSize, Math.Min(group, full - first), blockSize);
+                if (n % blockSize != 0) yield return new Segment(b, h, full, full * blockSize, 1, n % blockSize);
+            }
     }
 
-    /// <summary>[B,H,N,D] -> the segment's blocks [B,H,Count,Length,D].</summary>
-    static Tensor Blocks(Tensor x, Segment segment) =>
-        x.narrow(2, segment.Start, segment.Count * segment.Length)
-         .reshape(x.shape[0], x.shape[1], segment.Count, segment.Length, x.shape[3]);
+    /// <summary>
+    /// [B,H,C,D] -> the segment's blocks [n,L,D]. Inputs may be reshaped copies; a result written into
+    /// (<paramref name="write"/>) must be a view, so a non-contiguous one fails loudly instead of losing the writes.
+    /// </summary>
+    static Tensor Rows(Tensor x, Segment s, bool write = false)
+    {
+        var rows = x.select(0, s.Batch).select(0, s.Head).narrow(0, s.Start, s.Count * s.Length);     // [n*L,D]
+        return write ? rows.view(s.Count, s.Length, x.shape[3]) : rows.reshape(s.Count, s.Length, x.shape[3]);
+    }
 
-    static Tensor Local(Segment segment, Tensor like) => Scalars.Range(0, segment.Length, like.dtype, like.device);
+    /// <summary>[B,H,nb,Dk,Dv] -> the segment's block states [n,Dk,Dv].</summary>
+    static Tensor StateRows(Tensor states, Segment s) => states.select(0, s.Batch).select(0, s.Head).narrow(0, s.First, s.Count);
 
-    /// <summary>D_L [1,H,1,L,L]: lambda^(i-j) on and below the diagonal (a token sees itself), 0 above.</summary>
-    static Tensor DecayMask(double[] lambda, Segment segment, Tensor like) =>
-        Masks.Decay(segment.Length, lambda, like.dtype, like.device).unsqueeze(1).unsqueeze(0);
+    /// <summary>A new contiguous tensor of x's shape (gradients are written segment by segment through views).</summary>
+    static Tensor Like(Tensor x) => empty(x.shape, dtype: x.dtype, device: x.device);
+
+    /// <summary>
+    /// The decay factors of one call, per head and block length (full blocks, tail): D_L (lambda^(i-j) on and below the
+    /// diagonal), query weights lambda^(i'+1) and key weights lambda^(L-1-j). A head with lambda = 1 applies only the
+    /// causal mask, in place, and no weights.
+    /// </summary>
+    sealed class BlockDecays
+    {
+        readonly double[] lambda;
+        readonly Dictionary<long, (Tensor Mask, Tensor Query, Tensor Key)> tables = [];
+
+        /// <summary>Builds the tables of the lengths <paramref name="like"/> [B,H,C,D] has, once, outside the segment scopes.</summary>
+        public BlockDecays(double[] lambda, long blockSize, Tensor like)
+        {
+            this.lambda = lambda;
+            if (lambda.All(l => l == 1.0)) return;
+            foreach (long length in new[] { blockSize, like.shape[2] % blockSize }.Where(l => l > 0 && l <= like.shape[2]).Distinct())
+            {
+                tables[length] = (Masks.Decay(length, lambda, like.dtype, like.device),            // [H,L,L]
+                                  Powers(lambda, Scalars.Range(1, length + 1, like.dtype, like.device), blocked: false).squeeze(0), // [H,L,1]: i'+1
+                                  Powers(lambda, Scalars.Range(length - 1, -1, like.dtype, like.device, step: -1), blocked: false).squeeze(0)); // L-1-j
+            }
+        }
+
+        public HeadDecay For(Segment s)
+        {
+            if (lambda[s.Head] == 1.0) return new HeadDecay(true, null, null, null);
+            var table = tables[s.Length];
+            return new HeadDecay(false, table.Mask[s.Head], table.Query[s.Head], table.Key[s.Head]);
+        }
+    }
+
+    /// <summary>One head's factors for one block length (all null when lambda = 1).</summary>
+    readonly record struct HeadDecay(bool Unit, Tensor? MaskTable, Tensor? QueryWeights, Tensor? KeyWeights)
+    {
+        /// <summary>scores (.) D_L in place [n,L,L]: lower triangle kept (a token sees itself), decayed.</summary>
+        public Tensor Mask(Tensor scores) => Unit ? scores.tril_() : scores.mul_(MaskTable!);
+
+        /// <summary>Rows scaled by lambda^(i'+1) [n,L,D] (in place when the rows are a temporary).</summary>
+        public Tensor Query(Tensor rows) => Unit ? rows : rows * QueryWeights!;
+
+        /// <summary>Rows scaled by lambda^(L-1-j) [n,L,D].</summary>
+        public Tensor Key(Tensor rows) => Unit ? rows : rows * KeyWeights!;
+    }
 
     /// <summary>lambda_h^e per exponent e: [1,H,1,L,1] (blocked) or [1,H,L,1].</summary>
     static Tensor Powers(double[] lambda, Tensor exponents, bool blocked)

@@ -26,6 +26,13 @@ public static class StatePrefix
     {
         CheckGammas(states, gammas, dim);
         using var scope = NewDisposeScope();
+        if (AllOne(gammas))
+        {
+            // No decay: P = cumsum(m) - m, one batched call instead of a step per element.
+            var inclusive = states.cumsum(dim);
+            var sum = inclusive.select(dim, states.shape[dim] - 1).clone();
+            return (inclusive.SubtractInPlace(states).MoveToOuterDisposeScope(), sum.MoveToOuterDisposeScope());
+        }
         var accumulated = zeros_like(states.select(dim, 0));
         var prefixes = new List<Tensor>();
         for (long u = 0; u < states.shape[dim]; u++)
@@ -48,6 +55,13 @@ public static class StatePrefix
         CheckGammas(grads, gammas, dim);
         using var scope = NewDisposeScope();
         long count = grads.shape[dim];
+        if (AllOne(gammas))
+        {
+            // No decay: G = sum(dm) - cumsum(dm), one batched call instead of a step per element.
+            var inclusive = grads.cumsum(dim);
+            var sum = inclusive.select(dim, count - 1).clone();
+            return (inclusive.neg_().PlusInPlace(sum.unsqueeze(dim)).MoveToOuterDisposeScope(), sum.MoveToOuterDisposeScope());
+        }
         var accumulated = zeros_like(grads.select(dim, 0));
         var suffixes = new Tensor[count];
         for (long u = count - 1; u >= 0; u--)
@@ -57,6 +71,12 @@ public static class StatePrefix
             accumulated = (gammas.select(dim, u) * accumulated).Plus(grads.select(dim, u));
         }
         return (stack(suffixes, dim).MoveToOuterDisposeScope(), accumulated.MoveToOuterDisposeScope());
+    }
+
+    static bool AllOne(Tensor gammas)
+    {
+        using var scope = NewDisposeScope();
+        return gammas.eq(ones(1, dtype: gammas.dtype, device: gammas.device)).all().item<bool>();
     }
 
     static void CheckGammas(Tensor states, Tensor gammas, int dim)

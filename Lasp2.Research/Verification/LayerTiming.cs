@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Lasp2.Reference;
 using Lasp2.Research.Attention;
+using Lasp2.Research.Bench;
 using Lasp2.Research.Comm;
 using Lasp2.Research.Kernels;
 using TorchSharp;
@@ -14,9 +15,11 @@ public sealed record LayerTimingConfig(int Batch = 1, int Heads = 8, int Seq = 6
 
 /// <summary>
 /// Median and minimum wall time of one layer forward + backward, the process CPU time per iteration (all threads:
-/// robust when the machine is shared, inflated by spinning threads) and the method's overlap (if it reports one).
+/// robust when the machine is shared, inflated by spinning threads), the part of it spent in the kernel (system
+/// time: page faults, zero-filling fresh pages), minor page faults per iteration, and the method's overlap (if any).
 /// </summary>
-public sealed record LayerTimingResult(string Name, TimeSpan Median, TimeSpan Min, TimeSpan CpuPerIteration, OverlapTotals? Overlap);
+public sealed record LayerTimingResult(string Name, TimeSpan Median, TimeSpan Min, TimeSpan CpuPerIteration, TimeSpan SystemPerIteration,
+                                       double FaultsPerIteration, OverlapTotals? Overlap);
 
 /// <summary>
 /// Times one attention layer forward + backward (no timing assertions anywhere: this is for `lasp2 bench` and
@@ -35,7 +38,7 @@ public static class LayerTiming
         SequenceLayout.CheckDivisible(config.Seq, worldSize, Layout.Contiguous);
         var options = new AttentionOptions(config.Causal, null, Layout.Contiguous, config.BlockSize);
         var overlap = (method as IOverlapReporting)?.Overlap;
-        var cpu = TimeSpan.Zero;
+        var usage = default(ProcStatus.Usage);
         var perRank = ProcessGroups.RunInProcess(worldSize, group =>
         {
             var (q, k, v, dO) = Inputs(config, config.Seq / worldSize, seed: group.Rank);
@@ -46,7 +49,7 @@ public static class LayerTiming
                 if (i == config.Warmup)
                 {
                     if (group.Rank == 0) overlap?.Reset();   // warm-up done on every rank: count the timed repeats only
-                    if (group.Rank == 0) cpu = -ProcessCpu();
+                    if (group.Rank == 0) usage = ProcStatus.ProcessUsage();
                     group.Barrier();
                 }
                 var watch = Stopwatch.StartNew();
@@ -58,11 +61,11 @@ public static class LayerTiming
                 if (i >= config.Warmup) times.Add(watch.Elapsed);
             }
             group.Barrier();
-            if (group.Rank == 0) cpu += ProcessCpu();
+            if (group.Rank == 0) usage = ProcStatus.ProcessUsage() - usage;
             return times;
         }, threadsPerRank: threadsPerRank);
         var slowest = Enumerable.Range(0, config.Repeats).Select(i => perRank.Max(t => t[i])).ToList();
-        return Summarize($"{method.Name} W={worldSize} in-process ({threadsPerRank} thread(s)/rank)", slowest, cpu / config.Repeats, overlap?.All);
+        return Summarize($"{method.Name} W={worldSize} in-process ({threadsPerRank} thread(s)/rank)", slowest, usage, config.Repeats, overlap?.All);
     }
 
     /// <summary>
@@ -75,21 +78,22 @@ public static class LayerTiming
         {
             var (q, k, v, dO) = Inputs(config, config.Seq, seed: 0);
             var times = new List<TimeSpan>();
-            var cpu = TimeSpan.Zero;
+            var usage = default(ProcStatus.Usage);
             for (int i = 0; i < config.Warmup + config.Repeats; i++)
             {
-                if (i == config.Warmup) cpu = -ProcessCpu();
+                if (i == config.Warmup) usage = ProcStatus.ProcessUsage();
                 var watch = Stopwatch.StartNew();
                 using (var scope = NewDisposeScope())
                 {
-                    ChunkedLinearAttention.Forward(q, k, v, null, config.BlockSize, config.Causal);
-                    ChunkedLinearAttention.Backward(q, k, v, dO, null, config.BlockSize, config.Causal);
+                    // States kept from forward to backward, as LASP-2 keeps them: the same work and caching policy.
+                    var (_, _, seen) = ChunkedLinearAttention.ForwardKeepingStates(q, k, v, null, config.BlockSize, config.Causal);
+                    ChunkedLinearAttention.Backward(q, k, v, dO, null, config.BlockSize, config.Causal, seen: config.Causal ? seen : null);
                 }
                 if (i >= config.Warmup) times.Add(watch.Elapsed);
             }
-            return (Times: times, Cpu: cpu + ProcessCpu());
+            return (Times: times, Usage: ProcStatus.ProcessUsage() - usage);
         }, threadsPerRank: threads)[0];
-        return Summarize($"chunked kernel, single device ({threads} thread(s))", times.Times, times.Cpu / config.Repeats, null);
+        return Summarize($"chunked kernel, single device ({threads} thread(s))", times.Times, times.Usage, config.Repeats, null);
     }
 
     static (Tensor Q, Tensor K, Tensor V, Tensor DO) Inputs(LayerTimingConfig c, long length, int seed)
@@ -99,15 +103,10 @@ public static class LayerTiming
         return (Random(), Random(), Random(), Random());
     }
 
-    static LayerTimingResult Summarize(string name, List<TimeSpan> times, TimeSpan cpuPerIteration, OverlapTotals? overlap)
+    static LayerTimingResult Summarize(string name, List<TimeSpan> times, ProcStatus.Usage usage, int repeats, OverlapTotals? overlap)
     {
         var sorted = times.Order().ToList();
-        return new LayerTimingResult(name, sorted[sorted.Count / 2], sorted[0], cpuPerIteration, overlap);
-    }
-
-    static TimeSpan ProcessCpu()
-    {
-        using var process = Process.GetCurrentProcess();
-        return process.TotalProcessorTime;
+        return new LayerTimingResult(name, sorted[sorted.Count / 2], sorted[0], TimeSpan.FromSeconds(usage.CpuSeconds / repeats),
+                                     TimeSpan.FromSeconds(usage.SystemSeconds / repeats), (double)usage.MinorFaults / repeats, overlap);
     }
 }
