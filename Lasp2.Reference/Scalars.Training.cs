@@ -3,16 +3,9 @@ using static TorchSharp.torch;
 
 namespace Lasp2.Reference;
 
-/// <summary>The differences and in-place updates of a training step (RoPE, AdamW, clipping), each with its Scalar owned here.</summary>
+/// <summary>The in-place updates of a training step (AdamW, clipping), each with its Scalar owned here.</summary>
 public static partial class Scalars
 {
-    /// <summary>a - b, as a + (-1) b (exact).</summary>
-    public static Tensor Minus(this Tensor a, Tensor b)
-    {
-        using var minusOne = (-1).ToScalar();
-        return a.add(b, minusOne);
-    }
-
     /// <summary>x &lt;- x * factor, in place.</summary>
     public static Tensor TimesInPlace(this Tensor x, double factor)
     {

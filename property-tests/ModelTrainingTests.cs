@@ -4,6 +4,7 @@ using Lasp2.Reference;
 using Lasp2.Research.Attention;
 using Lasp2.Research.Comm;
 using Lasp2.Research.Model;
+using Recurrence = Lasp2.Research.Model.Recurrence;
 using Xunit;
 using Xunit.Abstractions;
 using Xunit.Sdk;
