@@ -16,6 +16,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+if ! /usr/bin/python3 -c "import numpy" >/dev/null 2>&1; then
+  echo "test.sh: NumPy not found; installing python3-numpy (the checkpoint test reads safetensors from Python)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-numpy >/dev/null
+fi
+
 [ -f .config/dotnet-tools.json ] && dotnet tool restore >/dev/null
 
 exec dotnet test Lasp2.sln "$@"

@@ -14,7 +14,7 @@ namespace Lasp2.Reference;
 /// Every number that meets a tensor in Lasp2.Reference and Lasp2.Research goes through this class, and so does
 /// every tensor <c>a + b</c>, whose alpha = 1 TorchSharp makes implicitly (ImplicitScalarGuardTests checks it).
 /// </summary>
-public static class Scalars
+public static partial class Scalars
 {
     /// <summary>
     /// The integer 1 as a Scalar that is never disposed: a static field keeps it reachable for the life of the
