@@ -15,10 +15,12 @@ public static class SoftmaxAttention
     /// Without positions, queries and keys are the same tokens 0..N-1. With
     /// <paramref name="queryPositions"/> [Nq] and <paramref name="keyPositions"/> [Nk] (int64 global
     /// token indices), query i may attend to key j iff queryPositions[i] &gt;= keyPositions[j]; every
-    /// query must then see at least one key.
+    /// query must then see at least one key. With <paramref name="documents"/> (over the positions, or 0..N-1),
+    /// a query attends only to keys of its own document, causal or not.
     /// </summary>
     public static Tensor Forward(Tensor q, Tensor k, Tensor v, bool causal = true, double? scale = null,
-                                 Tensor? queryPositions = null, Tensor? keyPositions = null)
+                                 Tensor? queryPositions = null, Tensor? keyPositions = null,
+                                 DocumentBoundaries? documents = null)
     {
         if ((queryPositions is null) != (keyPositions is null))
             throw new ArgumentException("give both queryPositions and keyPositions, or neither.", nameof(keyPositions));
@@ -28,17 +30,21 @@ public static class SoftmaxAttention
                 $"positions must have one entry per token: q has {q.shape[2]}, k has {k.shape[2]}, " +
                 $"got {queryPositions.numel()} and {keyPositions!.numel()}.", nameof(queryPositions));
 
+        if (documents is not null && queryPositions is null) documents.CheckLength(q.shape[2], nameof(documents));
         using var scope = NewDisposeScope();
         double s = scale ?? 1.0 / Math.Sqrt(q.shape[3]);
         long groups = q.shape[1] / k.shape[1];
         var scores = q.matmul(RepeatKv(k, groups).transpose(-2, -1)) * s;                // [B,H,Nq,Nk]
-        if (causal)
+        var (queries, keys) = queryPositions is null
+            ? (arange(q.shape[2], dtype: int64, device: q.device), arange(k.shape[2], dtype: int64, device: q.device))
+            : (queryPositions.to(q.device), keyPositions!.to(q.device));
+        Tensor? allowed = causal ? Masks.CausalAllowed(queries, keys) : null;            // [Nq,Nk]
+        if (documents is not null)
         {
-            var allowed = queryPositions is null
-                ? Masks.Causal(q.shape[2], q.dtype, q.device) > 0
-                : Masks.CausalAllowed(queryPositions.to(q.device), keyPositions!.to(q.device));
-            scores = scores.masked_fill(allowed.logical_not(), double.NegativeInfinity);
+            var same = Masks.SameDocument(documents.DocumentIds(queries), documents.DocumentIds(keys));
+            allowed = allowed is null ? same : allowed.logical_and(same);
         }
+        if (allowed is not null) scores = scores.masked_fill(allowed.logical_not(), double.NegativeInfinity);
         return scores.softmax(-1).matmul(RepeatKv(v, groups)).MoveToOuterDisposeScope();
     }
 
