@@ -31,6 +31,19 @@ public static class Masks
         queryPositions.unsqueeze(1) >= keyPositions.unsqueeze(0);
 
     /// <summary>
+    /// Which keys each query may see, by global positions (int64 [Nq] and [Nk]): the causal permission and/or the
+    /// document permission (bool [Nq, Nk]), or null when every pair is allowed (no mask, one document). The one
+    /// place the two are combined, for the references and every block kernel.
+    /// </summary>
+    public static Tensor? Allowed(Tensor queryPositions, Tensor keyPositions, bool causal, DocumentBoundaries? documents)
+    {
+        var allowed = causal ? CausalAllowed(queryPositions, keyPositions) : null;
+        if (documents is null) return allowed;
+        var same = SameDocument(documents.DocumentIds(queryPositions), documents.DocumentIds(keyPositions));
+        return allowed is null ? same : allowed.logical_and(same);
+    }
+
+    /// <summary>
     /// Document permission: allowed[i, j] = queryDocuments[i] == keyDocuments[j] (bool [Nq, Nk]), from the
     /// document index of each token (<see cref="DocumentBoundaries.DocumentIds"/>).
     /// </summary>

@@ -38,12 +38,7 @@ public static class SoftmaxAttention
         var (queries, keys) = queryPositions is null
             ? (arange(q.shape[2], dtype: int64, device: q.device), arange(k.shape[2], dtype: int64, device: q.device))
             : (queryPositions.to(q.device), keyPositions!.to(q.device));
-        Tensor? allowed = causal ? Masks.CausalAllowed(queries, keys) : null;            // [Nq,Nk]
-        if (documents is not null)
-        {
-            var same = Masks.SameDocument(documents.DocumentIds(queries), documents.DocumentIds(keys));
-            allowed = allowed is null ? same : allowed.logical_and(same);
-        }
+        var allowed = Masks.Allowed(queries, keys, causal, documents);                    // [Nq,Nk] or null
         if (allowed is not null) scores = scores.masked_fill(allowed.logical_not(), double.NegativeInfinity);
         return scores.softmax(-1).matmul(RepeatKv(v, groups)).MoveToOuterDisposeScope();
     }

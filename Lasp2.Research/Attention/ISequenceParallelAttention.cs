@@ -34,11 +34,27 @@ public enum FlopAlgorithm
 /// <param name="Decay">Per-head lambda in (0, 1] for linear attention; null means 1 for every head.</param>
 /// <param name="Layout">How the sequence is laid out over the ranks.</param>
 /// <param name="BlockSize">Block length of local chunked kernels (&gt;= 1).</param>
+/// <param name="Documents">
+/// Packed documents over the global sequence (cu_seqlens), or null for one document: attention stays inside each
+/// document (linear: the state starts from zero at each document start; softmax: keys of the query's document only).
+/// </param>
 public sealed record AttentionOptions(
     bool Causal = true,
     double[]? Decay = null,
     Layout Layout = Layout.Contiguous,
-    int BlockSize = 64);
+    int BlockSize = 64,
+    DocumentBoundaries? Documents = null);
+
+/// <summary>Which masks a method can combine with packed documents (<see cref="AttentionOptions.Documents"/>).</summary>
+public enum DocumentSupport
+{
+    /// <summary>No document boundaries.</summary>
+    None,
+    /// <summary>With the causal mask only.</summary>
+    Causal,
+    /// <summary>With the causal mask and without a mask.</summary>
+    CausalAndUnmasked,
+}
 
 /// <summary>What a method supports (checked before it runs, so unsupported options fail clearly).</summary>
 public sealed record MethodCapabilities(
@@ -47,7 +63,13 @@ public sealed record MethodCapabilities(
     bool Unmasked,
     bool Decay,
     IReadOnlyList<Layout> Layouts,
-    bool GroupedKv);
+    bool GroupedKv,
+    DocumentSupport Documents = DocumentSupport.None)
+{
+    /// <summary>True when the method runs packed documents under this mask.</summary>
+    public bool SupportsDocuments(bool causal) =>
+        Documents == DocumentSupport.CausalAndUnmasked || (causal && Documents == DocumentSupport.Causal);
+}
 
 /// <summary>
 /// A sequence-parallel attention method. Each rank calls <see cref="Forward"/> with its local shard
