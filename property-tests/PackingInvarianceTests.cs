@@ -31,7 +31,11 @@ public static class PackedDistributedArbitraries
             select new PackedDistributedCase(problem, cuts),
             c => DocumentCuts.Shrink(c.Cuts).Select(cuts => c with { Cuts = cuts })
                  .Concat(DistributedArbitraries.DistributedCase().Shrinker(c.Problem)
-                     .Select(p => new PackedDistributedCase(p, c.Cuts.Where(cut => cut < p.Seq).ToArray()))));
+                     .Select(p => new PackedDistributedCase(p, Scaled(c.Cuts, c.Problem.Seq, p.Seq)))));
+
+    /// <summary>The cuts moved to a shorter sequence in proportion (a boundary at a piece edge stays at a piece edge).</summary>
+    static long[] Scaled(long[] cuts, long from, long to) =>
+        cuts.Select(cut => cut * to / from).Where(cut => cut >= 1 && cut < to).Distinct().ToArray();
 }
 
 /// <summary>
