@@ -27,20 +27,35 @@ public sealed class Figure(FigureSpec spec)
     /// <summary>The figure as JSON (the renderer's input).</summary>
     public string ToJson() => JsonSerializer.Serialize(Spec);
 
-    /// <summary>A complete HTML document with plotly.js embedded (about 3.6 MB): opens offline, no CDN.</summary>
-    public string ToHtml()
+    /// <summary>
+    /// A complete HTML document. Without <paramref name="plotlyJsUrl"/> plotly.js is embedded (about 3.6 MB;
+    /// opens offline, no CDN); with it, the document loads plotly.js from that URL, e.g. a relative path to a
+    /// copy beside it (as <see cref="SaveHtml"/> writes).
+    /// </summary>
+    public string ToHtml(string? plotlyJsUrl = null)
     {
         var json = ToJson();
-        return WithStableId(RendererContext.Call("Document", json), json);
+        var html = plotlyJsUrl is null ? RendererContext.Call("Document", json) : RendererContext.Call("DocumentReferencing", json, plotlyJsUrl);
+        return WithStableId(html, json);
     }
 
-    /// <summary>Writes <see cref="ToHtml"/> to <paramref name="path"/> (directories are created).</summary>
+    /// <summary>
+    /// Writes the chart to <paramref name="path"/> (directories are created) as a document that loads
+    /// <see cref="PlotlyJsFileName"/> from its own folder, and writes that file there unless an identical
+    /// copy is present: every chart of a folder shares one plotly.js and the folder opens offline.
+    /// </summary>
     public void SaveHtml(string path)
     {
-        var directory = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (directory is not null) Directory.CreateDirectory(directory);
-        File.WriteAllText(path, ToHtml());
+        var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        Directory.CreateDirectory(directory);
+        var plotlyJsPath = Path.Combine(directory, PlotlyJsFileName);
+        var plotlyJs = RendererContext.Call("PlotlyJs");   // the copy Plotly.NET ships, the version its HTML expects
+        if (!File.Exists(plotlyJsPath) || File.ReadAllText(plotlyJsPath) != plotlyJs) File.WriteAllText(plotlyJsPath, plotlyJs);
+        File.WriteAllText(path, ToHtml(PlotlyJsFileName));
     }
+
+    /// <summary>The name of the plotly.js copy <see cref="SaveHtml"/> keeps beside the charts.</summary>
+    public const string PlotlyJsFileName = "plotly.min.js";
 
     /// <summary>
     /// The chart for a notebook cell: a div and its drawing script, without plotly.js, which

@@ -1,3 +1,4 @@
+using System.Globalization;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -110,6 +111,32 @@ public static class Guards
         if (value < minimum)
             throw new ArgumentOutOfRangeException(name, value, $"{name} = {value} must be >= {minimum}.");
     }
+
+    /// <summary>
+    /// Requires <paramref name="value"/> in [minimum, maximum], or (minimum, maximum] when
+    /// <paramref name="minimumExclusive"/>; NaN is never in range.
+    /// </summary>
+    public static void InRange(double value, double minimum, double maximum, string name, bool minimumExclusive = false)
+    {
+        bool above = minimumExclusive ? value > minimum : value >= minimum;
+        if (!(above && value <= maximum))
+            throw new ArgumentOutOfRangeException(name, value,
+                $"{name} = {value.ToString(CultureInfo.InvariantCulture)} must be {RangeText(minimum, maximum, minimumExclusive)}.");
+    }
+
+    /// <summary>The range of <see cref="InRange"/> in words: "&gt;= 1", "&gt; 0", "in (0, 1]", "in [1, 1024]".</summary>
+    public static string RangeText(double minimum, double maximum, bool minimumExclusive = false)
+    {
+        string low = minimum.ToString(CultureInfo.InvariantCulture);
+        return double.IsPositiveInfinity(maximum)
+            ? $"{(minimumExclusive ? ">" : ">=")} {low}"
+            : $"in {(minimumExclusive ? "(" : "[")}{low}, {maximum.ToString(CultureInfo.InvariantCulture)}]";
+    }
+
+    /// <summary>Requires <paramref name="value"/> to be one of <paramref name="allowed"/> (ignoring case); returns the allowed spelling.</summary>
+    public static string OneOf(string value, IReadOnlyCollection<string> allowed, string name) =>
+        allowed.FirstOrDefault(a => string.Equals(a, value, StringComparison.OrdinalIgnoreCase))
+        ?? throw new ArgumentException($"{name} = '{value}' is not one of: {string.Join(", ", allowed)}.", name);
 
     /// <summary>Formats a shape as [a, b, c].</summary>
     public static string Shape(Tensor tensor) => "[" + string.Join(", ", tensor.shape) + "]";

@@ -17,8 +17,8 @@ public static class Masks
     public static Tensor Decay(long n, double[] decay, ScalarType dtype, Device device)
     {
         using var scope = NewDisposeScope();
-        var index = arange(n, dtype: dtype, device: device);
-        var distance = (index.unsqueeze(1) - index.unsqueeze(0)).clamp_min(0);           // [N,N] i-j, >= 0
+        var index = Scalars.Range(0, n, dtype, device);
+        var distance = (index.unsqueeze(1) - index.unsqueeze(0)).AtLeast(0);            // [N,N] i-j, >= 0
         var mask = DecayPowers(decay, distance).squeeze(0) * Causal(n, dtype, device);    // [H,N,N]
         return mask.MoveToOuterDisposeScope();
     }

@@ -121,7 +121,7 @@ public static class SequenceLayout
     /// <summary>Global token positions held by a rank, in local order: int64 [N / W].</summary>
     public static Tensor Positions(long n, int worldSize, int rank, Layout layout, Device? device = null) =>
         cat(Pieces(n, worldSize, rank, layout)
-                .Select(p => arange(p.Start, p.Start + p.Length, dtype: int64, device: device)).ToList(), 0);
+                .Select(p => Scalars.Range(p.Start, p.Start + p.Length, int64, device)).ToList(), 0);
 
     /// <summary>The shard of rank <paramref name="rank"/>: a new tensor (differentiable) along <paramref name="dim"/>.</summary>
     public static Tensor ShardOf(Tensor x, int worldSize, int rank, Layout layout, int dim = 2)

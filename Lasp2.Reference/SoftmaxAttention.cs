@@ -34,12 +34,12 @@ public static class SoftmaxAttention
         using var scope = NewDisposeScope();
         double s = scale ?? 1.0 / Math.Sqrt(q.shape[3]);
         long groups = q.shape[1] / k.shape[1];
-        var scores = q.matmul(RepeatKv(k, groups).transpose(-2, -1)) * s;                // [B,H,Nq,Nk]
+        var scores = q.matmul(RepeatKv(k, groups).transpose(-2, -1)).Times(s);            // [B,H,Nq,Nk]
         var (queries, keys) = queryPositions is null
-            ? (arange(q.shape[2], dtype: int64, device: q.device), arange(k.shape[2], dtype: int64, device: q.device))
+            ? (Scalars.Range(0, q.shape[2], int64, q.device), Scalars.Range(0, k.shape[2], int64, q.device))
             : (queryPositions.to(q.device), keyPositions!.to(q.device));
         var allowed = Masks.Allowed(queries, keys, causal, documents);                    // [Nq,Nk] or null
-        if (allowed is not null) scores = scores.masked_fill(allowed.logical_not(), double.NegativeInfinity);
+        if (allowed is not null) scores = scores.MaskedFill(allowed.logical_not(), double.NegativeInfinity);
         return scores.softmax(-1).matmul(RepeatKv(v, groups)).MoveToOuterDisposeScope();
     }
 

@@ -1,5 +1,4 @@
 using Lasp2.Charts;
-using Chart = Lasp2.Charts.Charts;   // inside a Lasp2.* namespace, "Charts" names the namespace
 using Xunit;
 
 namespace Lasp2.PropertyTests;
@@ -29,18 +28,36 @@ public class ChartsTests
     }
 
     [Fact]
-    public void SaveHtmlWritesTheDocument()
+    public void SavedChartsOfAFolderShareOnePlotlyJsCopy()
     {
-        var path = Path.Combine(Path.GetTempPath(), $"lasp2-chart-{Guid.NewGuid():N}", "chart.html");
+        var directory = Path.Combine(Path.GetTempPath(), $"lasp2-chart-{Guid.NewGuid():N}");
         try
         {
-            Line.SaveHtml(path);
-            Assert.Equal(Line.ToHtml(), File.ReadAllText(path));
+            Line.SaveHtml(Path.Combine(directory, "a.html"));
+            Chart.Bar("b", "x", "y", ("s", new double[] { 1 }, new double[] { 2 })).SaveHtml(Path.Combine(directory, "b.html"));
+            var page = File.ReadAllText(Path.Combine(directory, "a.html"));
+            Assert.Equal(Line.ToHtml(Figure.PlotlyJsFileName), page);
+            Assert.Contains($"<script src=\"{Figure.PlotlyJsFileName}\"", page);   // relative: the folder opens offline
+            Assert.True(page.Length < 20_000, $"a saved chart should reference plotly.js, not embed it; it has {page.Length} characters");
+            Assert.Equal(["a.html", "b.html", Figure.PlotlyJsFileName], Directory.GetFiles(directory).Select(Path.GetFileName).Order());
+            Assert.True(new FileInfo(Path.Combine(directory, Figure.PlotlyJsFileName)).Length > 1_000_000, "plotly.min.js is not the library");
         }
         finally
         {
-            Directory.Delete(Path.GetDirectoryName(path)!, recursive: true);
+            Directory.Delete(directory, recursive: true);
         }
+    }
+
+    [Fact]
+    public void LongTitlesWrapAndEverySeriesHasItsOwnColour()
+    {
+        var many = Enumerable.Range(0, 13).Select(i => new Series($"s{i}", [1, 2], [i, i + 1])).ToArray();
+        var title = "Forward+backward time per iteration (B=1 H=2 d=64, float32, causal, W=4; chunked at W=1)";
+        var html = Chart.Line(title, "N", "s", many).ToNotebookHtml();
+        Assert.Contains("Forward+backward time per iteration (B=1 H=2 d=64, float32, causal, W=4;<br>chunked at W=1)", html);
+        var colours = System.Text.RegularExpressions.Regex.Matches(html, "\"marker\":\\{\"color\":\"(#[0-9A-Fa-f]{6})\"").Select(m => m.Groups[1].Value).ToList();
+        Assert.Equal(13, colours.Count);
+        Assert.Equal(13, colours.Distinct().Count());
     }
 
     [Fact]

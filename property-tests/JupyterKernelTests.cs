@@ -8,7 +8,7 @@ using Xunit.Abstractions;
 namespace Lasp2.PropertyTests;
 
 /// <summary>
-/// The documented Jupyter set-up (notebooks/jupyter/kernels/.net-csharp, docs-notebooks.md) keeps the
+/// The documented Jupyter set-up (notebooks/jupyter/kernels/.net-csharp, environment.md) keeps the
 /// notebook kernel off public interfaces.
 /// </summary>
 public class JupyterKernelTests(ITestOutputHelper log)

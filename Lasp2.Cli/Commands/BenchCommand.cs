@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.Diagnostics;
 using System.Globalization;
+using Lasp2.Reference;
 using Lasp2.Research.Bench;
 using Microsoft.Data.Analysis;
 using Spectre.Console;
@@ -12,7 +13,7 @@ namespace Lasp2.Cli.Commands;
 /// <summary>
 /// `lasp2 bench`: every method side by side against the machine's measured matmul ceiling. Measures
 /// the ceiling, sweeps the plan with a progress display, appends the rows to a CSV in data/, prints a
-/// summary table and the targets, and writes the Plotly charts from the whole CSV.
+/// summary table and the throughput targets, and writes the Plotly charts from the whole CSV.
 /// Under MPI (`lasp2 launch -n W -- bench --backend mpi ...`) every rank runs the sweep; rank 0 reports.
 /// </summary>
 public sealed class BenchCommand : Command<BenchCommand.Settings>
@@ -37,37 +38,37 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [CommandOption("--dtype <LIST>"), Description("float32, float64 (comma-separated). Default float32.")]
         public string Dtype { get; init; } = "float32";
 
-        [CommandOption("--batch <B>"), Description("Batch size (>= 1). Default 1.")]
+        [CommandOption("--batch <B>"), OptionRange(1), Description("Batch size (>= 1). Default 1.")]
         public int Batch { get; init; } = 1;
 
-        [CommandOption("--heads <H>"), Description("Query heads (>= 1). Default 2.")]
+        [CommandOption("--heads <H>"), OptionRange(1), Description("Query heads (>= 1). Default 2.")]
         public int Heads { get; init; } = 2;
 
-        [CommandOption("--kv-heads <HKV>"), Description("KV heads of softmax methods (divides --heads). Default = --heads.")]
+        [CommandOption("--kv-heads <HKV>"), OptionRange(1), Description("KV heads of softmax methods (divides --heads). Default = --heads.")]
         public int? KvHeads { get; init; }
 
-        [CommandOption("--dim <D>"), Description("Head dimension d_k = d_v (>= 1). Default 64.")]
+        [CommandOption("--dim <D>"), OptionRange(1), Description("Head dimension d_k = d_v (>= 1). Default 64.")]
         public int Dim { get; init; } = 64;
 
-        [CommandOption("--block <L>"), Description("Block length of chunked kernels (>= 1). Default 64.")]
+        [CommandOption("--block <L>"), OptionRange(1), Description("Block length of chunked kernels (>= 1). Default 64.")]
         public int Block { get; init; } = 64;
 
-        [CommandOption("--decay <LAMBDA>"), Description("One lambda in (0, 1] for every head of the linear methods; omit for basic linear attention.")]
+        [CommandOption("--decay <LAMBDA>"), OptionRange(0, 1, MinimumExclusive = true), Description("One lambda in (0, 1]] for every head of the linear methods; omit for basic linear attention.")]
         public double? Decay { get; init; }
 
-        [CommandOption("--threads <T>"), Description("libtorch threads per rank (>= 1). Default: cores / W, at least 1.")]
+        [CommandOption("--threads <T>"), OptionRange(1), Description("libtorch threads per rank (>= 1). Default: cores / W, at least 1.")]
         public int? Threads { get; init; }
 
-        [CommandOption("--warmup <N>"), Description("Untimed iterations per configuration (>= 0). Default 1.")]
+        [CommandOption("--warmup <N>"), OptionRange(0), Description("Untimed iterations per configuration (>= 0). Default 1.")]
         public int Warmup { get; init; } = 1;
 
-        [CommandOption("--iterations <N>"), Description("Timed iterations per configuration (>= 1). Default 5.")]
+        [CommandOption("--iterations <N>"), OptionRange(1), Description("Timed iterations per configuration (>= 1). Default 5.")]
         public int Iterations { get; init; } = 5;
 
-        [CommandOption("--max-seconds <S>"), Description("Stop a method's N sweep when an iteration is predicted to take longer (> 0). Default 10.")]
+        [CommandOption("--max-seconds <S>"), OptionRange(0, MinimumExclusive = true), Description("Stop a method's N sweep when an iteration is predicted to take longer (> 0). Default 10.")]
         public double MaxSeconds { get; init; } = 10;
 
-        [CommandOption("--memory-gb <GB>"), Description("Stop a method's N sweep when all ranks together are predicted to need more (> 0). Default 60% of RAM.")]
+        [CommandOption("--memory-gb <GB>"), OptionRange(0, MinimumExclusive = true), Description("Stop a method's N sweep when all ranks together are predicted to need more (> 0). Default 60% of RAM.")]
         public double? MemoryGb { get; init; }
 
         [CommandOption("--out <CSV>"), Description("CSV to write. Default data/bench.csv.")]
@@ -79,7 +80,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [CommandOption("--charts <DIR>"), Description("Directory for the HTML charts; 'none' for no charts. Default: the CSV's directory.")]
         public string? Charts { get; init; }
 
-        [CommandOption("--peak-size <N>"), Description("Matrix side of the matmul-peak measurement (>= 64). Default 2048 (512 with --quick).")]
+        [CommandOption("--peak-size <N>"), OptionRange(64), Description("Matrix side of the matmul-peak measurement (>= 64). Default 2048 (512 with --quick).")]
         public int? PeakSize { get; init; }
 
         [CommandOption("--report"), Description("Run nothing: read --out, print its summary and targets and redraw the charts.")]
@@ -91,32 +92,25 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [CommandOption("--quick"), Description("Smoke run in well under 2 minutes: N 1K,2K, W 1,2,4, float32 causal, d 32, 3 iterations (other options still apply on top).")]
         public bool Quick { get; init; }
 
-        [CommandOption("--timeout <S>"), Description("Seconds a collective may wait before the run fails (> 0). Default 600.")]
+        [CommandOption("--timeout <S>"), OptionRange(0, MinimumExclusive = true), Description("Seconds a collective may wait before the run fails (> 0). Default 600.")]
         public double Timeout { get; init; } = 600;
 
-        public override ValidationResult Validate()
+        public override ValidationResult Validate() => Lasp2App.Validate(() =>
         {
-            if (Backend is not ("inproc" or "mpi")) return ValidationResult.Error($"--backend must be inproc or mpi; got '{Backend}'.");
-            if (Batch < 1 || Heads < 1 || Dim < 1 || Block < 1) return ValidationResult.Error("--batch, --heads, --dim and --block must be >= 1.");
-            if (KvHeads is { } kv && (kv < 1 || Heads % kv != 0)) return ValidationResult.Error($"--kv-heads must be >= 1 and divide --heads ({Heads}); got {kv}.");
-            if (Decay is { } d && d is <= 0 or > 1) return ValidationResult.Error($"--decay must be in (0, 1]; got {d}.");
-            if (Threads is < 1) return ValidationResult.Error($"--threads must be >= 1; got {Threads}.");
-            if (Warmup < 0 || Iterations < 1) return ValidationResult.Error("--warmup must be >= 0 and --iterations >= 1.");
-            if (MaxSeconds <= 0 || MemoryGb is <= 0 || Timeout <= 0) return ValidationResult.Error("--max-seconds, --memory-gb and --timeout must be > 0.");
-            if (PeakSize is < 64) return ValidationResult.Error($"--peak-size must be >= 64; got {PeakSize}.");
-            try
+            Guards.OneOf(Backend, ["inproc", "mpi"], "--backend");
+            if (Methods != "all")
             {
-                _ = SweepArguments.Lengths(Seq);
-                _ = SweepArguments.Integers(World ?? "1", "--world");
-                _ = SweepArguments.Masks(Mask);
-                _ = SweepArguments.Dtypes(Dtype);
+                var known = BenchMethods.All().Keys.ToList();
+                foreach (var method in SweepArguments.List(Methods)) Guards.OneOf(method, [.. known, "all"], "--methods");
             }
-            catch (ArgumentException e)
-            {
-                return ValidationResult.Error(e.Message);
-            }
-            return ValidationResult.Success();
-        }
+            if (KvHeads is { } kv && Heads % kv != 0) throw new ArgumentException($"--kv-heads = {kv} must divide --heads = {Heads}.", "--kv-heads");
+            _ = SweepArguments.Lengths(Seq);
+            _ = SweepArguments.Integers(World ?? "1", "--world");
+            _ = SweepArguments.Masks(Mask);
+            _ = SweepArguments.Dtypes(Dtype);
+            if (Report && !File.Exists(Out)) throw new ArgumentException($"--out = '{Out}' does not exist; --report reads it.", "--out");
+            if (Directory.Exists(Out)) throw new ArgumentException($"--out = '{Out}' is a directory; it must be a CSV file.", "--out");
+        });
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)

@@ -14,7 +14,7 @@ public sealed class CommBenchCommand : Command<CommBenchCommand.Settings>
 {
     public sealed class Settings : RankSettings
     {
-        [CommandOption("--iterations <K>"), Description("Timed iterations for the 16 KiB state (>= 1); the 16 MiB case uses K/20. Default 2000.")]
+        [CommandOption("--iterations <K>"), OptionRange(1), Description("Timed iterations for the 16 KiB state (>= 1); the 16 MiB case uses K/20. Default 2000.")]
         public int Iterations { get; init; } = 2000;
 
         [CommandOption("--no-check"), Description("MPI: skip the cross-rank agreement check before each collective.")]

@@ -1,5 +1,7 @@
 using System.ComponentModel;
+using Lasp2.Reference;
 using Lasp2.Research.Comm;
+using Spectre.Console;
 using Spectre.Console.Cli;
 using static TorchSharp.torch;
 
@@ -14,17 +16,24 @@ public sealed class CommSelfTestCommand : Command<CommSelfTestCommand.Settings>
 {
     public sealed class Settings : RankSettings
     {
-        [CommandOption("--fail-rank <R>"), Description("Rank R throws in the middle of a series of AllGathers (fault test).")]
+        [CommandOption("--fail-rank <R>"), OptionRange(0), Description("Rank R (>= 0, below the world size) throws in the middle of a series of AllGathers (fault test).")]
         public int? FailRank { get; init; }
 
-        [CommandOption("--hang-rank <R>"), Description("Rank R never arrives at an AllGather (timeout test).")]
+        [CommandOption("--hang-rank <R>"), OptionRange(0), Description("Rank R (>= 0, below the world size) never arrives at an AllGather (timeout test).")]
         public int? HangRank { get; init; }
 
-        [CommandOption("--mismatch-rank <R>"), Description("Rank R passes a different shape to an AllGather (agreement test).")]
+        [CommandOption("--mismatch-rank <R>"), OptionRange(0), Description("Rank R (>= 0, below the world size) passes a different shape to an AllGather (agreement test).")]
         public int? MismatchRank { get; init; }
 
-        [CommandOption("--timeout <SECONDS>"), Description("Per-call timeout in seconds (> 0). Default: LASP2_COMM_TIMEOUT or 300.")]
+        [CommandOption("--timeout <SECONDS>"), OptionRange(0, MinimumExclusive = true), Description("Per-call timeout in seconds (> 0). Default: LASP2_COMM_TIMEOUT or 300.")]
         public double? Timeout { get; init; }
+
+        public override ValidationResult Validate() => Lasp2App.Validate(() =>
+        {
+            if (InProcess is not int worldSize) return;                                    // under MPI the job size is known only at run time
+            foreach (var (rank, name) in new[] { (FailRank, "--fail-rank"), (HangRank, "--hang-rank"), (MismatchRank, "--mismatch-rank") })
+                if (rank is int r) Guards.InRange(r, 0, worldSize - 1, name);
+        });
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken) =>

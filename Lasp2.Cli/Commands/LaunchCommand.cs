@@ -15,10 +15,10 @@ public sealed class LaunchCommand : Command<LaunchCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandOption("-n|--ranks <N>"), Description("Number of MPI ranks (>= 1).")]
+        [CommandOption("-n|--ranks <N>"), OptionRange(1), Description("Number of MPI ranks (>= 1).")]
         public int Ranks { get; init; } = 2;
 
-        [CommandOption("--timeout <SECONDS>"), Description("mpirun --timeout: kill the whole job after this many seconds (>= 1). Default 3600.")]
+        [CommandOption("--timeout <SECONDS>"), OptionRange(1), Description("mpirun --timeout: kill the whole job after this many seconds (>= 1). Default 3600.")]
         public int Timeout { get; init; } = 3600;
 
         [CommandOption("--hostfile <FILE>"), Description("Open MPI hostfile for a multi-machine job (see environment.md).")]
@@ -28,9 +28,7 @@ public sealed class LaunchCommand : Command<LaunchCommand.Settings>
         public bool DryRun { get; init; }
 
         public override ValidationResult Validate() =>
-            Ranks < 1 ? ValidationResult.Error($"-n must be >= 1; got {Ranks}.")
-            : Timeout < 1 ? ValidationResult.Error($"--timeout must be >= 1 second; got {Timeout}.")
-            : Hostfile is not null && !File.Exists(Hostfile) ? ValidationResult.Error($"--hostfile {Hostfile} does not exist.")
+            Hostfile is not null && !File.Exists(Hostfile) ? ValidationResult.Error($"--hostfile = '{Hostfile}' does not exist.")
             : ValidationResult.Success();
     }
 

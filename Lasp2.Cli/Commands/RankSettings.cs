@@ -11,7 +11,7 @@ namespace Lasp2.Cli.Commands;
 /// </summary>
 public class RankSettings : CommandSettings
 {
-    [CommandOption("--in-process <N>"), Description("Run N in-process ranks (threads) instead of MPI ranks.")]
+    [CommandOption("--in-process <N>"), OptionRange(1, 1024), Description("Run N in-process ranks (threads, 1 to 1024) instead of MPI ranks.")]
     public int? InProcess { get; init; }
 
     /// <summary>Runs <paramref name="rankMain"/> on every rank (one torch thread each) and returns the worst exit code.</summary>

@@ -12,7 +12,7 @@ static class ResultTable
         foreach (var r in results)
             table.AddRow(Markup.Escape(r.Name), r.Quantity, r.Error.MaxAbs.ToString("0.00e+00"),
                 r.Error.MaxRel.ToString("0.00e+00"), r.Tolerance.ToString("0e+00"),
-                r.Passed ? "[green]pass[/]" : "[red]FAIL[/]");
+                r.Passed ? "[green]pass[/]" : r.Elements == 0 ? "[red]FAIL (compared nothing)[/]" : "[red]FAIL[/]");
         return table;
     }
 
@@ -24,10 +24,10 @@ static class ResultTable
             AnsiConsole.MarkupLine("[red]no check ran: every selected configuration is not applicable[/]");
             return 1;
         }
-        int failed = results.Count(r => !r.Passed);
-        AnsiConsole.MarkupLine(failed == 0
+        int failed = results.Count(r => !r.Passed), empty = results.Count(r => r.Elements == 0);
+        AnsiConsole.MarkupLine(CheckResult.AllPassed(results)
             ? $"[green]all {results.Count} checks passed[/]"
-            : $"[red]{failed} of {results.Count} checks failed[/]");
-        return failed == 0 ? 0 : 1;
+            : $"[red]{failed} of {results.Count} checks failed{(empty > 0 ? $" ({empty} compared nothing)" : "")}[/]");
+        return CheckResult.AllPassed(results) ? 0 : 1;
     }
 }

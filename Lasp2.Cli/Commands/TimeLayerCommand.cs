@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using System.Globalization;
+using Lasp2.Reference;
 using Lasp2.Research.Attention;
 using Lasp2.Research.Verification;
 using Spectre.Console;
@@ -18,19 +19,19 @@ public sealed class TimeLayerCommand : Command<TimeLayerCommand.Settings>
         [CommandOption("--method <NAME>"), Description("Registered method. Default lasp2.")]
         public string Method { get; init; } = "lasp2";
 
-        [CommandOption("--world <W>"), Description("In-process ranks. Default 4.")]
+        [CommandOption("--world <W>"), OptionRange(1, 1024), Description("In-process ranks (1 to 1024). Default 4.")]
         public int World { get; init; } = 4;
 
-        [CommandOption("--seq <N>"), Description("Sequence length. Default 65536.")]
+        [CommandOption("--seq <N>"), OptionRange(1), Description("Sequence length (>= 1, divisible by --world). Default 65536.")]
         public int Seq { get; init; } = 65536;
 
-        [CommandOption("--heads <H>"), Description("Heads. Default 8.")]
+        [CommandOption("--heads <H>"), OptionRange(1), Description("Heads (>= 1). Default 8.")]
         public int Heads { get; init; } = 8;
 
-        [CommandOption("--dim <D>"), Description("d_k = d_v. Default 64.")]
+        [CommandOption("--dim <D>"), OptionRange(1), Description("d_k = d_v (>= 1). Default 64.")]
         public int Dim { get; init; } = 64;
 
-        [CommandOption("--block <L>"), Description("Kernel block size. Default 64.")]
+        [CommandOption("--block <L>"), OptionRange(1), Description("Kernel block size (>= 1). Default 64.")]
         public int Block { get; init; } = 64;
 
         [CommandOption("--dtype <DTYPE>"), Description("float32 (default) or float64.")]
@@ -39,14 +40,22 @@ public sealed class TimeLayerCommand : Command<TimeLayerCommand.Settings>
         [CommandOption("--mask <MASK>"), Description("causal (default) or none.")]
         public string Mask { get; init; } = "causal";
 
-        [CommandOption("--repeats <R>"), Description("Timed repeats after one warm-up. Default 3.")]
+        [CommandOption("--repeats <R>"), OptionRange(1), Description("Timed repeats after one warm-up (>= 1). Default 3.")]
         public int Repeats { get; init; } = 3;
 
-        [CommandOption("--kernel-threads <T>"), Description("Torch threads of the single-device kernel. Default: all cores.")]
+        [CommandOption("--kernel-threads <T>"), OptionRange(1), Description("Torch threads of the single-device kernel (>= 1). Default: all cores.")]
         public int? KernelThreads { get; init; }
 
-        [CommandOption("--rank-threads <T>"), Description("Torch threads per in-process rank. Default: cores / W (at least 1).")]
+        [CommandOption("--rank-threads <T>"), OptionRange(1), Description("Torch threads per in-process rank (>= 1). Default: cores / W (at least 1).")]
         public int? RankThreads { get; init; }
+
+        public override ValidationResult Validate() => Lasp2App.Validate(() =>
+        {
+            Guards.OneOf(Method, MethodRegistry.Names, "--method");
+            Guards.OneOf(Dtype, ["float32", "float64"], "--dtype");
+            Guards.OneOf(Mask, ["causal", "none"], "--mask");
+            if (Seq % World != 0) throw new ArgumentException($"--seq = {Seq} must be divisible by --world = {World}.", "--seq");
+        });
     }
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)

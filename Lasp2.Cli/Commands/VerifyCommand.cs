@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.Globalization;
 using Lasp2.Reference;
 using Lasp2.Research.Attention;
+using Lasp2.Research.Bench;
 using Lasp2.Research.Comm;
 using Lasp2.Research.Verification;
 using Spectre.Console;
@@ -23,22 +24,22 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         [CommandOption("--dtype <DTYPE>"), Description("float64 (exact checks, tolerance 1e-10) or float32 (tolerance 1e-4). Default float64.")]
         public string Dtype { get; init; } = "float64";
 
-        [CommandOption("--seq <N>"), Description("Sequence length N (>= 1; divisible by W, or 2W for zigzag). Default 97 (reference), 112 (distributed).")]
+        [CommandOption("--seq <N>"), OptionRange(1), Description("Sequence length N (>= 1; divisible by W, or 2W for zigzag). Default 97 (reference), 112 (distributed).")]
         public int? Seq { get; init; }
 
-        [CommandOption("--heads <H>"), Description("Query heads H (>= 1, a multiple of --kv-heads). Default 4 (reference), 8 (distributed: Ulysses needs H % W = 0 up to W = 8).")]
+        [CommandOption("--heads <H>"), OptionRange(1), Description("Query heads H (>= 1, a multiple of --kv-heads). Default 4 (reference), 8 (distributed: Ulysses needs H % W = 0 up to W = 8).")]
         public int? Heads { get; init; }
 
-        [CommandOption("--kv-heads <HKV>"), Description("KV heads for the softmax checks. Default 2 (reference), H (distributed).")]
+        [CommandOption("--kv-heads <HKV>"), OptionRange(1), Description("KV heads for the softmax checks (>= 1, divides --heads). Default 2 (reference; 1 for odd H), H (distributed).")]
         public int? KvHeads { get; init; }
 
-        [CommandOption("--dim <D>"), Description("Head dimension d_k = d_v (>= 1). Default 16 (reference), d_k 16 / d_v 12 (distributed).")]
+        [CommandOption("--dim <D>"), OptionRange(1), Description("Head dimension d_k = d_v (>= 1). Default 16 (reference), d_k 16 / d_v 12 (distributed).")]
         public int? Dim { get; init; }
 
-        [CommandOption("--batch <B>"), Description("Batch size (>= 1). Default 2.")]
+        [CommandOption("--batch <B>"), OptionRange(1), Description("Batch size (>= 1). Default 2.")]
         public int Batch { get; init; } = 2;
 
-        [CommandOption("--decay <LAMBDA>"), Description("Largest per-head decay lambda in (0, 1] (causal only). Default 0.9; the distributed sweep also runs 1.")]
+        [CommandOption("--decay <LAMBDA>"), OptionRange(0, 1, MinimumExclusive = true), Description("Largest per-head decay lambda in (0, 1]] (causal only). Default 0.9; the distributed sweep also runs 1.")]
         public double? Decay { get; init; }
 
         [CommandOption("--seed <SEED>"), Description("Random seed. Default 20250211.")]
@@ -47,7 +48,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         [CommandOption("--method <NAME>"), Description("A registered method (lasp2, ...) or 'all'. Given: only the distributed checks run.")]
         public string? Method { get; init; }
 
-        [CommandOption("--world <LIST>"), Description("World sizes, comma-separated, e.g. 1,2,4,8 (default). With --backend mpi: the job size.")]
+        [CommandOption("--world <LIST>"), Description("World sizes in [[1, 1024]], comma-separated, e.g. 1,2,4,8 (default). With --backend mpi: the job size.")]
         public string? World { get; init; }
 
         [CommandOption("--backend <BACKEND>"), Description("inproc (W threads, default) or mpi (this process is one rank of an mpirun / lasp2 launch job).")]
@@ -59,7 +60,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         [CommandOption("--layout <LAYOUT>"), Description("contiguous or zigzag. Default both.")]
         public string? Layout { get; init; }
 
-        [CommandOption("--block <L>"), Description("Block size of the local chunked kernel (>= 1). Default 16.")]
+        [CommandOption("--block <L>"), OptionRange(1), Description("Block size of the local chunked kernel (>= 1). Default 16.")]
         public int Block { get; init; } = 16;
 
         [CommandOption("--dump <DIR>"), Description("Write inputs, outputs, gradients and the reference's as .npy files under DIR (one folder per configuration).")]
@@ -68,20 +69,27 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         [CommandOption("--comm"), Description("Also print each method's measured communication (rank 0, forward + backward) next to the analytic model (CommModel); a mismatch fails.")]
         public bool Comm { get; init; }
 
-        public override ValidationResult Validate()
+        public override ValidationResult Validate() => Lasp2App.Validate(() =>
         {
-            if (Dtype is not ("float64" or "float32")) return ValidationResult.Error($"--dtype must be float64 or float32; got '{Dtype}'.");
-            if (Backend is not ("inproc" or "mpi")) return ValidationResult.Error($"--backend must be inproc or mpi; got '{Backend}'.");
-            if (Mask is not (null or "causal" or "none")) return ValidationResult.Error($"--mask must be causal or none; got '{Mask}'.");
-            if (Layout is not (null or "contiguous" or "zigzag")) return ValidationResult.Error($"--layout must be contiguous or zigzag; got '{Layout}'.");
-            if (Decay is { } d && !(d > 0 && d <= 1)) return ValidationResult.Error($"--decay must be in (0, 1]; got {d}.");
-            if (Block < 1) return ValidationResult.Error($"--block must be >= 1; got {Block}.");
-            if (Method is not null && Method != "all" && !MethodRegistry.Names.Contains(Method, StringComparer.OrdinalIgnoreCase))
-                return ValidationResult.Error($"unknown method '{Method}'; known: {string.Join(", ", MethodRegistry.Names)}, all.");
-            if (World is not null && ParseWorld(World) is null)
-                return ValidationResult.Error($"--world must be a comma-separated list of integers in 1..1024; got '{World}'.");
-            return ValidationResult.Success();
-        }
+            Guards.OneOf(Dtype, ["float64", "float32"], "--dtype");
+            Guards.OneOf(Backend, ["inproc", "mpi"], "--backend");
+            if (Mask is not null) Guards.OneOf(Mask, ["causal", "none"], "--mask");
+            if (Layout is not null) Guards.OneOf(Layout, ["contiguous", "zigzag"], "--layout");
+            if (Method is not null) Guards.OneOf(Method, [.. MethodRegistry.Names, "all"], "--method");
+            var worlds = Worlds(this);
+            if (KvHeads is { } kv)
+            {
+                int[] headCounts = Method is null ? [Heads ?? 4, Heads ?? 8] : [Heads ?? 8];   // reference and distributed defaults
+                foreach (int heads in headCounts)
+                    if (heads % kv != 0) throw new ArgumentException($"--kv-heads = {kv} must divide --heads = {heads}.", "--kv-heads");
+            }
+            if (Backend == "inproc")
+                foreach (int w in worlds)
+                    foreach (var layout in Layouts(this))
+                        try { SequenceLayout.CheckDivisible(Seq ?? 112, w, layout); }
+                        catch (ArgumentException e) { throw new ArgumentException($"--seq = {Seq ?? 112}: {Lasp2App.OneLine(e)}", "--seq"); }
+            if (Dump is not null && File.Exists(Dump)) throw new ArgumentException($"--dump = '{Dump}' is a file; it must be a directory.", "--dump");
+        });
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
@@ -106,7 +114,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         bool print = mpiGroup is null || mpiGroup.Rank == 0;
         if (settings.Method is null && mpiGroup is null)
         {
-            var config = new ReferenceCheckConfig(settings.Batch, settings.Heads ?? 4, settings.KvHeads ?? 2, settings.Seq ?? 97,
+            var config = new ReferenceCheckConfig(settings.Batch, settings.Heads ?? 4, settings.KvHeads ?? ((settings.Heads ?? 4) % 2 == 0 ? 2 : 1), settings.Seq ?? 97,
                 settings.Dim ?? 16, settings.Dim ?? 16, settings.Decay ?? 0.9, ParseDtype(settings.Dtype), settings.Seed);
             var reference = ReferenceChecks.Run(config);
             AnsiConsole.Write(ResultTable.Build("Reference forms", reference));
@@ -138,11 +146,11 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             {
                 // In-process: the sweep goes on and the failure is counted. Under MPI a failing rank must take
                 // the job down (the backend makes the other ranks fail fast), so it propagates.
-                rows.Add(new DistributedRow(config, null, null, (error.InnerException ?? error).Message));
-                results.Add(new CheckResult(config.Label, "error", new ErrorStats(double.PositiveInfinity, double.PositiveInfinity), 0));
+                rows.Add(new DistributedRow(config, null, null, Lasp2App.OneLine(error.InnerException ?? error)));
+                results.Add(new CheckResult(config.Label, "error", new ErrorStats(double.PositiveInfinity, double.PositiveInfinity), 0, 0));
             }
         }
-        if (!print) return results.All(r => r.Passed) ? 0 : 1;
+        if (!print) return CheckResult.AllPassed(results) ? 0 : 1;
         if (rows.Count > 0)
             AnsiConsole.Write(DistributedTable(rows, mpiGroup is null ? "in-process" : $"MPI, {mpiGroup.WorldSize} ranks"));
         foreach (var line in skipped)
@@ -164,11 +172,11 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
     static IEnumerable<DistributedCheckConfig> Sweep(Settings s, int? mpiWorldSize)
     {
         IReadOnlyList<string> methods = s.Method is null or "all" ? MethodRegistry.Names : [MethodRegistry.Get(s.Method).Name];
-        int[] worlds = mpiWorldSize is int w ? [w] : ParseWorld(s.World ?? "1,2,4,8")!;
-        if (mpiWorldSize is int size && s.World is not null && ParseWorld(s.World)!.Any(x => x != size))
-            throw new ArgumentException($"--world {s.World} does not match the MPI job of {size} ranks; omit --world or pass {size}.");
+        IReadOnlyList<int> worlds = mpiWorldSize is int w ? [w] : Worlds(s);
+        if (mpiWorldSize is int size && s.World is not null && Worlds(s).Any(x => x != size))
+            throw new ArgumentException($"--world {s.World} does not match the MPI job of {size} ranks; omit --world or pass {size}.", "--world");
         bool[] masks = s.Mask is null ? [true, false] : [s.Mask == "causal"];
-        Layout[] layouts = s.Layout is null ? [Layout.Contiguous, Layout.Zigzag] : [Enum.Parse<Layout>(s.Layout, ignoreCase: true)];
+        var layouts = Layouts(s);
         // Unspecified axes sweep only what a method supports (masks; decays for causal linear methods); an axis
         // given explicitly is kept, so an unsupported request is reported as not applicable.
         foreach (var method in methods)
@@ -207,19 +215,24 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             var errors = report.Checks.Select(check => check.Error.MaxRel.ToString("0.0e0", CultureInfo.InvariantCulture));
             string comm = report.Comm.Count == 0 ? "none" : string.Join(", ", report.Comm.Select(r =>
                 $"{r.Calls} {r.Kind}, {r.BytesReceived / 1024.0:0.#} KiB in"));
-            string hidden = row.Overlap is { Calls: > 0 } o ? o.HiddenFraction.ToString("P0", CultureInfo.InvariantCulture) : "-";
+            string hidden = c.WorldSize > 1 && row.Overlap is { Calls: > 0 } o ? // W = 1 sends nothing: nothing to hide
+                o.HiddenFraction.ToString("P0", CultureInfo.InvariantCulture) : "-";
             table.AddRow([.. config, .. errors, report.Checks[0].Tolerance.ToString("0e0", CultureInfo.InvariantCulture),
                 Markup.Escape(comm), hidden, report.Checks.All(check => check.Passed) ? "[green]pass[/]" : "[red]FAIL[/]"]);
         }
         return table;
     }
 
-    static int[]? ParseWorld(string list)
+    /// <summary>--world as a list of sizes in [1, 1024] (default 1,2,4,8).</summary>
+    static List<int> Worlds(Settings s)
     {
-        var parts = list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        var sizes = parts.Select(p => int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out int w) ? w : 0).ToArray();
-        return sizes.Length > 0 && sizes.All(w => w is >= 1 and <= 1024) ? sizes : null;
+        var worlds = SweepArguments.Integers(s.World ?? "1,2,4,8", "--world");
+        foreach (int w in worlds) Guards.InRange(w, 1, 1024, "--world");
+        return worlds;
     }
+
+    static Layout[] Layouts(Settings s) =>
+        s.Layout is null ? [Layout.Contiguous, Layout.Zigzag] : [Enum.Parse<Layout>(s.Layout, ignoreCase: true)];
 
     internal static torch.ScalarType ParseDtype(string dtype) =>
         dtype == "float32" ? torch.ScalarType.Float32 : torch.ScalarType.Float64;

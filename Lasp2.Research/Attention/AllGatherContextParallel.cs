@@ -62,7 +62,7 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
         }
 
         /// <summary>int64 positions of a run.</summary>
-        public static Tensor Positions(Piece piece, Device device) => arange(piece.Start, piece.Start + piece.Length, dtype: int64, device: device);
+        public static Tensor Positions(Piece piece, Device device) => Scalars.Range(piece.Start, piece.Start + piece.Length, int64, device);
 
         /// <summary>[K | V] split back into K [..,Dk] and V [..,Dv].</summary>
         public (Tensor K, Tensor V) Split(Tensor keysValues) =>

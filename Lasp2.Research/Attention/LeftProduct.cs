@@ -60,6 +60,6 @@ public sealed class LeftProduct(bool causal, double[] decay, DocumentBoundaries?
         if (!causal) return allowed;
         var distance = queries.unsqueeze(1) - keys.unsqueeze(0);                          // [Cq,Ck] p_i - p_j
         // lambda^(p_i - p_j) on allowed pairs; the clamp keeps lambda^(negative) from overflowing before the mask.
-        return Masks.DecayPowers(decay, distance.clamp_min(0).to(like.dtype)) * allowed!;  // [1,H,Cq,Ck]
+        return Masks.DecayPowers(decay, distance.AtLeast(0).to(like.dtype)) * allowed!;   // [1,H,Cq,Ck]
     }
 }

@@ -23,10 +23,10 @@ public sealed class OnlineSoftmax(bool causal, double scale, DocumentBoundaries?
     {
         using var scope = NewDisposeScope();
         var peak = maximum(lseA, lseB);
-        peak = peak.masked_fill(peak.isneginf(), 0.0);                                 // keep -inf - -inf out
+        peak = peak.MaskedFill(peak.isneginf(), 0.0);                                  // keep -inf - -inf out
         var (weightA, weightB) = ((lseA - peak).exp(), (lseB - peak).exp());           // [B,H,Cq,1]
         var total = weightA + weightB;
-        var output = (weightA * outputA + weightB * outputB) / total.masked_fill(total == 0, 1.0);
+        var output = (weightA * outputA + weightB * outputB) / total.MaskedFill(total.logical_not(), 1.0);
         return (output.MoveToOuterDisposeScope(), (peak + total.log()).MoveToOuterDisposeScope());
     }
 
@@ -41,7 +41,7 @@ public sealed class OnlineSoftmax(bool causal, double scale, DocumentBoundaries?
         var scores = Scores(q, k, hidden);                                              // [B,H,Cq,Ck]
         var lse = scores.logsumexp(-1, keepdim: true);                                  // [B,H,Cq,1]
         // P = exp(S - lse); a row with every key hidden has lse = -inf and P = 0.
-        var probabilities = (scores - lse.masked_fill(lse.isneginf(), 0.0)).exp();
+        var probabilities = (scores - lse.MaskedFill(lse.isneginf(), 0.0)).exp();
         var output = probabilities.matmul(Repeat(v, q));                                // [B,H,Cq,Dv]
         return new BlockOutput(output.MoveToOuterDisposeScope(), lse.MoveToOuterDisposeScope());
     }
@@ -66,8 +66,8 @@ public sealed class OnlineSoftmax(bool causal, double scale, DocumentBoundaries?
         var dP = dO.matmul(Repeat(v, q).transpose(-2, -1));                             // [B,H,Cq,Ck]
         var dS = probabilities * (dP - Delta(dO, final.Output));
         // S = scale Q K^T:  dQ = scale dS K,  dK = scale dS^T Q
-        var dQ = dS.matmul(Repeat(k, q)) * scale;                                       // [B,H,Cq,Dk]
-        var dK = dS.transpose(-2, -1).matmul(q) * scale;                                // [B,H,Ck,Dk]
+        var dQ = dS.matmul(Repeat(k, q)).Times(scale);                                   // [B,H,Cq,Dk]
+        var dK = dS.transpose(-2, -1).matmul(q).Times(scale);                            // [B,H,Ck,Dk]
         return Moved(dQ, SumGroups(dK, k), SumGroups(dV, v));
     }
 
@@ -76,8 +76,8 @@ public sealed class OnlineSoftmax(bool causal, double scale, DocumentBoundaries?
 
     Tensor Scores(Tensor q, Tensor k, Tensor? hidden)
     {
-        var scores = q.matmul(Repeat(k, q).transpose(-2, -1)) * scale;                  // [B,H,Cq,Ck]
-        return hidden is null ? scores : scores.masked_fill(hidden, double.NegativeInfinity);
+        var scores = q.matmul(Repeat(k, q).transpose(-2, -1)).Times(scale);              // [B,H,Cq,Ck]
+        return hidden is null ? scores : scores.MaskedFill(hidden, double.NegativeInfinity);
     }
 
     /// <summary>KV heads repeated to the query heads (grouped-query attention).</summary>

@@ -26,18 +26,18 @@ public static class BenchCharts
         string suffix = $"({shape}, {dtype}, {mask}, W={worldSize}; chunked at W=1)";
         var charts = new Dictionary<string, Figure>
         {
-            ["time-vs-n"] = Charts.Charts.Line($"Forward+backward time per iteration {suffix}", "sequence length N", "seconds",
+            ["time-vs-n"] = Chart.Line($"Forward+backward time per iteration {suffix}", "sequence length N", "seconds",
                 PerSeries(atW, "seq_len", "time_median_s")).WithLogX().WithLogY(),
-            ["bytes-vs-n"] = Charts.Charts.Line($"Bytes sent per rank per iteration, measured and analytic {suffix}", "sequence length N", "bytes",
+            ["bytes-vs-n"] = Chart.Line($"Bytes sent per rank per iteration, measured and analytic {suffix}", "sequence length N", "bytes",
                 [.. PerSeries(atW.Where(r => Number(r, "world_size") > 1), "seq_len", "bytes_sent_per_rank"),
                  .. PerSeries(atW.Where(r => Number(r, "world_size") > 1), "seq_len", "analytic_bytes_sent_per_rank", " (analytic)")]).WithLogX().WithLogY(),
-            ["fraction-of-peak"] = Charts.Charts.Line($"Fraction of the measured libtorch matmul peak {suffix}", "sequence length N", "achieved / peak GFLOP/s",
+            ["fraction-of-peak"] = Chart.Line($"Fraction of the measured libtorch matmul peak {suffix}", "sequence length N", "achieved / peak GFLOP/s",
                 PerSeries(atW, "seq_len", "fraction_of_peak")).WithLogX(),
         };
         // tokens/s vs W at the longest N that LASP-2 ran at every W on a backend.
         var scaling = ok.Where(r => Text(r, "method") != BenchTargets.Chunked).ToList();
         double n = ScalingLength(scaling);
-        charts["tokens-vs-w"] = Charts.Charts.Line($"Throughput vs world size at N={n} ({shape}, {dtype}, {mask})", "world size W", "tokens/s",
+        charts["tokens-vs-w"] = Chart.Line($"Throughput vs world size at N={n} ({shape}, {dtype}, {mask})", "world size W", "tokens/s",
             PerSeries(scaling.Where(r => Number(r, "seq_len") == n), "world_size", "tokens_per_s"));
         return charts;
     }

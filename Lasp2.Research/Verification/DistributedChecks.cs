@@ -98,8 +98,8 @@ public static class DistributedChecks
             (referenceOutput, referenceGrads[0], referenceGrads[1], referenceGrads[2]);
         double tolerance = Compare.ToleranceFor(config.Dtype);
         var checks = new[] { "O", "dQ", "dK", "dV" }
-            .Select(q => new CheckResult(config.Label, q,
-                Compare.Errors(results["ref_" + q.ToLowerInvariant()], results[q.ToLowerInvariant()]), tolerance)).ToList();
+            .Select(q => CheckResult.Of(config.Label, q, results["ref_" + q.ToLowerInvariant()], results[q.ToLowerInvariant()], tolerance))
+            .ToList();
         DistributedTensors? tensors = null;
         if (keepTensors)
         {

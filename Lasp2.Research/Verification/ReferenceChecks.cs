@@ -38,10 +38,10 @@ public static class ReferenceChecks
         {
             var (eo, eg) = Autograd.ForwardBackward(expected, cotangent, inputs);
             var (ao, ag) = Autograd.ForwardBackward(actual, cotangent, inputs);
-            results.Add(new CheckResult(name, "O", Compare.Errors(eo, ao), tolerance));
+            results.Add(CheckResult.Of(name, "O", eo, ao, tolerance));
             string[] names = ["dQ", "dK", "dV"];
             for (int i = 0; i < eg.Length; i++)
-                results.Add(new CheckResult(name, names[i], Compare.Errors(eg[i], ag[i]), tolerance));
+                results.Add(CheckResult.Of(name, names[i], eg[i], ag[i], tolerance));
         }
 
         Func<Tensor[], Tensor> quadratic = x => LinearAttention.Quadratic(x[0], x[1], x[2], causal: true, decay: decay);

@@ -5,7 +5,7 @@ namespace Lasp2.Charts;
 /// <see cref="Figure"/> that renders to self-contained HTML (<see cref="Figure.SaveHtml"/>) or to a
 /// notebook cell (<see cref="Figure.ToNotebookHtml"/>).
 /// </summary>
-public static class Charts
+public static class Chart
 {
     /// <summary>Lines with markers through each series' points.</summary>
     public static Figure Line(string title, string xTitle, string yTitle, params Series[] series) =>
