@@ -146,7 +146,7 @@ public static class LinearAttention
     /// <summary>[N, N] 1 where tokens i and j are in one document, else 0.</summary>
     static Tensor SameDocument(DocumentBoundaries documents, Tensor like)
     {
-        var ids = documents.DocumentIds(arange(like.shape[2], dtype: int64, device: like.device));
+        var ids = documents.DocumentIds(Scalars.Range(0, like.shape[2], int64, like.device));
         return Masks.SameDocument(ids, ids).to(like.dtype);
     }
 }

@@ -36,6 +36,13 @@ public static class Scalars
         return x.clamp_min(s);
     }
 
+    /// <summary>x += y in place (Tensor.add_ makes its alpha = 1 Scalar implicitly; here it is kept alive).</summary>
+    public static Tensor AddInPlace(this Tensor x, Tensor y)
+    {
+        using var one = 1.0.ToScalar();
+        return x.add_(y, one);
+    }
+
     /// <summary>x &gt;= value, element-wise (bool).</summary>
     public static Tensor IsAtLeast(this Tensor x, double value)
     {

@@ -106,7 +106,7 @@ public sealed class AllGatherContextParallel : ISequenceParallelAttention
                                              GatherCall.Positions(pieces[slot], q.device), GatherCall.Positions(span, q.device),
                                              dOs[slot], new BlockOutput(outputs[slot], lses[slot]));
             dQ[slot] = grads.DQ;                                                         // [B,H,C_p,Dk]
-            dKV.narrow(2, span.Start, span.Length).add_(cat([grads.DK, grads.DV], -1));
+            dKV.narrow(2, span.Start, span.Length).AddInPlace(cat([grads.DK, grads.DV], -1));
         }
         // ReduceScatter: the block for rank u holds u's tokens (in u's local order); rank t gets sum over ranks.
         var perOwner = stack(SequenceLayout.Shard(dKV, call.Group.WorldSize, call.Layout), 0); // [W,B,Hkv,C,Dk+Dv]

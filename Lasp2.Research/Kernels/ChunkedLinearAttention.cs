@@ -128,7 +128,7 @@ public static class ChunkedLinearAttention
             // backward seg(end_b - 1) = seg(C - 1)
             var (previous, last) = (Previous(segments), segments[n - 1]);
             using var index = tensor(blocks.Select(b => fromStart ? b.Start : b.End - 1).ToArray(), dtype: int64, device: like.device);
-            var reaches = fromStart ? previous.index_select(0, index) == 0 : segments.index_select(0, index) == last;  // [nb]
+            var reaches = fromStart ? previous.index_select(0, index).IsAtLeast(1).logical_not() : segments.index_select(0, index) == last; // [nb]
             decay = decay * reaches.to(like.dtype).view(1, 1, 1, -1, 1);
         }
         return (local.Blocks + decay.transpose(2, 3) * outer.unsqueeze(2)).MoveToOuterDisposeScope();       // [B,H,nb,Dk,Dv]
