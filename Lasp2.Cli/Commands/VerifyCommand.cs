@@ -57,7 +57,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         [CommandOption("--mask <MASK>"), Description("causal or none. Default both.")]
         public string? Mask { get; init; }
 
-        [CommandOption("--layout <LAYOUT>"), Description("contiguous or zigzag. Default both.")]
+        [CommandOption("--layout <LAYOUT>"), Description("contiguous, zigzag or both comma-separated. Default both.")]
         public string? Layout { get; init; }
 
         [CommandOption("--block <L>"), OptionRange(1), Description("Block size of the local chunked kernel (>= 1). Default 16.")]
@@ -65,6 +65,9 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
 
         [CommandOption("--dump <DIR>"), Description("Write inputs, outputs, gradients and the reference's as .npy files under DIR (one folder per configuration).")]
         public string? Dump { get; init; }
+
+        [CommandOption("--docs <DOCS>"), Description("Packed documents: lengths (e.g. 7,100,1,20; N is their sum), 'random' (from the seed over N) or 'equal:K'. Each method then runs with document boundaries and is compared with the reference given them.")]
+        public string? Docs { get; init; }
 
         [CommandOption("--comm"), Description("Also print each method's measured communication (rank 0, forward + backward) next to the analytic model (CommModel); a mismatch fails.")]
         public bool Comm { get; init; }
@@ -74,9 +77,12 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             Guards.OneOf(Dtype, ["float64", "float32"], "--dtype");
             Guards.OneOf(Backend, ["inproc", "mpi"], "--backend");
             if (Mask is not null) Guards.OneOf(Mask, ["causal", "none"], "--mask");
-            if (Layout is not null) Guards.OneOf(Layout, ["contiguous", "zigzag"], "--layout");
+            if (Layout is not null) Layouts(this);
             if (Method is not null) Guards.OneOf(Method, [.. MethodRegistry.Names, "all"], "--method");
             var worlds = Worlds(this);
+            if (Docs is not null && PackedDocuments.LengthOf(Docs) is { } sum && Seq is { } seq && seq != sum)
+                throw new ArgumentException($"--docs lengths sum to {sum} but --seq = {seq}; omit --seq or make them agree.", "--docs");
+            if (Docs is not null) PackedDocuments.Parse(Docs, DistributedSeq(this), Seed);
             if (KvHeads is { } kv)
             {
                 int[] headCounts = Method is null ? [Heads ?? 4, Heads ?? 8] : [Heads ?? 8];   // reference and distributed defaults
@@ -86,8 +92,8 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             if (Backend == "inproc")
                 foreach (int w in worlds)
                     foreach (var layout in Layouts(this))
-                        try { SequenceLayout.CheckDivisible(Seq ?? 112, w, layout); }
-                        catch (ArgumentException e) { throw new ArgumentException($"--seq = {Seq ?? 112}: {Lasp2App.OneLine(e)}", "--seq"); }
+                        try { SequenceLayout.CheckDivisible(DistributedSeq(this), w, layout); }
+                        catch (ArgumentException e) { throw new ArgumentException($"--seq = {DistributedSeq(this)}: {Lasp2App.OneLine(e)}", "--seq"); }
             if (Dump is not null && File.Exists(Dump)) throw new ArgumentException($"--dump = '{Dump}' is a file; it must be a directory.", "--dump");
         });
     }
@@ -177,18 +183,22 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             throw new ArgumentException($"--world {s.World} does not match the MPI job of {size} ranks; omit --world or pass {size}.", "--world");
         bool[] masks = s.Mask is null ? [true, false] : [s.Mask == "causal"];
         var layouts = Layouts(s);
+        long seq = DistributedSeq(s);
+        var documents = s.Docs is null ? null : PackedDocuments.Parse(s.Docs, seq, s.Seed);
         // Unspecified axes sweep only what a method supports (masks; decays for causal linear methods); an axis
         // given explicitly is kept, so an unsupported request is reported as not applicable.
         foreach (var method in methods)
         {
             var supports = MethodRegistry.Get(method).Supports;
-            var methodMasks = masks.Where(causal => s.Mask is not null || (causal ? supports.Causal : supports.Unmasked));
+            // with --docs, an unspecified mask sweeps only the masks the method combines with documents
+            var methodMasks = masks.Where(causal => s.Mask is not null
+                || ((causal ? supports.Causal : supports.Unmasked) && (documents is null || supports.SupportsDocuments(causal))));
             foreach (int worldSize in worlds)
                 foreach (bool causal in methodMasks)
                     foreach (double decay in (double[])(s.Decay is { } d ? [d] : causal && supports.Decay ? [0.9, 1.0] : [1.0]))
                         foreach (var layout in layouts)
                             yield return new DistributedCheckConfig(method, worldSize, causal, decay, layout, ParseDtype(s.Dtype),
-                                s.Batch, s.Heads ?? 8, s.KvHeads ?? s.Heads ?? 8, s.Seq ?? 112, s.Dim ?? 16, s.Dim ?? 12, s.Block, s.Seed);
+                                s.Batch, s.Heads ?? 8, s.KvHeads ?? s.Heads ?? 8, (int)seq, s.Dim ?? 16, s.Dim ?? 12, s.Block, s.Seed, documents);
         }
     }
 
@@ -198,7 +208,8 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
     {
         var first = rows[0].Config;
         string shape = $"{first.Dtype.ToString().ToLowerInvariant()}, B={first.Batch} H={first.Heads} N={first.Seq} " +
-                       $"Dk={first.DimK} Dv={first.DimV} block={first.BlockSize}";
+                       $"Dk={first.DimK} Dv={first.DimV} block={first.BlockSize}" +
+                       (first.Documents is { } documents ? $", documents cu_seqlens={documents}" : "");
         var table = new Table()
             .Title($"Distributed methods vs reference ({backend}; {shape}): max relative error; rank 0's collectives per fwd+bwd")
             .AddColumns("method", "W", "mask", "decay", "layout", "O", "dQ", "dK", "dV", "tol", "collectives", "hidden", "result");
@@ -231,8 +242,15 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         return worlds;
     }
 
+    /// <summary>--layout as a list (contiguous, zigzag; default both).</summary>
     static Layout[] Layouts(Settings s) =>
-        s.Layout is null ? [Layout.Contiguous, Layout.Zigzag] : [Enum.Parse<Layout>(s.Layout, ignoreCase: true)];
+        s.Layout is null ? [Layout.Contiguous, Layout.Zigzag]
+        : SweepArguments.List(s.Layout).Select(item => Enum.Parse<Layout>(Guards.OneOf(item, ["contiguous", "zigzag"], "--layout"), ignoreCase: true))
+                                       .Distinct().ToArray() is { Length: > 0 } layouts ? layouts
+        : throw new ArgumentException("--layout needs at least one of contiguous, zigzag.", "--layout");
+
+    /// <summary>N of the distributed checks: --seq, else the sum of the --docs lengths, else 112.</summary>
+    static long DistributedSeq(Settings s) => s.Seq ?? (s.Docs is null ? null : PackedDocuments.LengthOf(s.Docs)) ?? 112;
 
     internal static torch.ScalarType ParseDtype(string dtype) =>
         dtype == "float32" ? torch.ScalarType.Float32 : torch.ScalarType.Float64;
