@@ -209,7 +209,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         var first = rows[0].Config;
         string shape = $"{first.Dtype.ToString().ToLowerInvariant()}, B={first.Batch} H={first.Heads} N={first.Seq} " +
                        $"Dk={first.DimK} Dv={first.DimV} block={first.BlockSize}" +
-                       (first.Documents is { } documents ? $", documents cu_seqlens={documents}" : "");
+                       (first.Documents is { } documents ? $", documents cu_seqlens={Markup.Escape(documents.ToString())}" : "");
         var table = new Table()
             .Title($"Distributed methods vs reference ({backend}; {shape}): max relative error; rank 0's collectives per fwd+bwd")
             .AddColumns("method", "W", "mask", "decay", "layout", "O", "dQ", "dK", "dV", "tol", "collectives", "hidden", "result");
