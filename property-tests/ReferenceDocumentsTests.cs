@@ -14,16 +14,8 @@ namespace Lasp2.PropertyTests;
 public class ReferenceDocumentsTests
 {
     static void EqualsPerDocument(string label, DocumentBoundaries documents, Func<Tensor[], Tensor> packed,
-                                  Func<Tensor[], Tensor> alone, Tensor dO, params Tensor[] inputs)
-    {
-        using var scope = NewDisposeScope();
-        var (expected, expectedGrads) = Autograd.ForwardBackward(x => PerDocument.Run(documents, alone, x), dO, inputs);
-        var (actual, actualGrads) = Autograd.ForwardBackward(packed, dO, inputs);
-        AssertClose.Tensors($"{label} O", expected, actual);
-        string[] names = ["dQ", "dK", "dV"];
-        for (int i = 0; i < inputs.Length; i++)
-            AssertClose.Tensors($"{label} {names[i]}", expectedGrads[i], actualGrads[i]);
-    }
+                                  Func<Tensor[], Tensor> alone, Tensor dO, params Tensor[] inputs) =>
+        ReferenceFormsTests.SameOutputsAndGradients(label, dO, x => PerDocument.Run(documents, alone, x), packed, inputs);
 
     [Property]
     public void EveryLinearFormEqualsEachDocumentAlone(PackedLinearCase c)
