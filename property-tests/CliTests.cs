@@ -72,6 +72,7 @@ public class CliTests
         { ["verify", "--recurrence", "gla", "--mask", "none"], ["--mask = none", "causal"] },
         { ["verify", "--recurrence", "gla", "--decay", "0.9"], ["--decay does not apply to --recurrence"] },
         { ["verify", "--recurrence", "gla", "--kv-heads", "2"], ["--kv-heads does not apply to --recurrence"] },
+        { ["verify", "--recurrence", "gla", "--docs", "7,9"], ["--docs does not apply to --recurrence"] },
         { ["verify", "--docs", "7,0,5"], ["--docs", "lengths >= 1", "'0'"] },
         { ["verify", "--docs", "7,x"], ["--docs", "lengths >= 1", "'x'"] },
         { ["verify", "--docs", "7,100,1,20", "--seq", "112"], ["--docs lengths sum to 128", "--seq = 112"] },
