@@ -31,6 +31,42 @@ public static class Masks
         queryPositions.unsqueeze(1) >= keyPositions.unsqueeze(0);
 
     /// <summary>
+    /// Which keys each query may see, by global positions (int64 [Nq] and [Nk]): the causal permission and/or the
+    /// document permission (bool [Nq, Nk]), or null when every pair is allowed (no mask, one document). The one
+    /// place the two are combined, for the references and every block kernel.
+    /// </summary>
+    public static Tensor? Allowed(Tensor queryPositions, Tensor keyPositions, bool causal, DocumentBoundaries? documents)
+    {
+        var allowed = causal ? CausalAllowed(queryPositions, keyPositions) : null;
+        if (documents is null) return allowed;
+        var same = SameDocument(documents.DocumentIds(queryPositions), documents.DocumentIds(keyPositions));
+        return allowed is null ? same : allowed.logical_and(same);
+    }
+
+    /// <summary>
+    /// Document permission: allowed[i, j] = queryDocuments[i] == keyDocuments[j] (bool [Nq, Nk]), from the
+    /// document index of each token (<see cref="DocumentBoundaries.DocumentIds"/>).
+    /// </summary>
+    public static Tensor SameDocument(Tensor queryDocuments, Tensor keyDocuments) =>
+        queryDocuments.unsqueeze(1) == keyDocuments.unsqueeze(0);
+
+    /// <summary>
+    /// The document segment of each token of a run of <paramref name="length"/> local tokens: seg(i) = the number
+    /// of document starts at local positions &lt;= i (int64 [L]), from <paramref name="starts"/> in local
+    /// coordinates (<see cref="DocumentBoundaries.StartsWithin"/>). Tokens i and j of the run share a document iff
+    /// seg(i) = seg(j); a state entering the run at position s reaches token i &gt;= s iff seg(i) = seg(s - 1)
+    /// (seg(-1) = 0); a token j reaches the state leaving at position e &gt;= j iff seg(j) = seg(e). Every reset of a
+    /// chunked form or a state-passing method is one of these three comparisons.
+    /// </summary>
+    public static Tensor Segments(long length, IReadOnlyList<long> starts, Device device)
+    {
+        var counts = new long[length];
+        foreach (long s in starts) counts[s]++;
+        for (long i = 1; i < length; i++) counts[i] += counts[i - 1];
+        return tensor(counts, dtype: int64, device: device);
+    }
+
+    /// <summary>
     /// lambda_h^e for every head h and every exponent e: [1, H, ..exponents.shape], so it scales [B, H, ...]
     /// tensors. The one place a decay power is computed (every mask, kernel and method calls it), as
     /// exp(e log lambda_h): exact 1 for lambda = 1, and any exponent tensor (positions, distances, lengths).

@@ -102,6 +102,13 @@ public static partial class Scalars
         return x.ge(s);
     }
 
+    /// <summary>x == value, element-wise (bool).</summary>
+    public static Tensor IsEqualTo(this Tensor x, long value)
+    {
+        using var s = value.ToScalar();
+        return x.eq(s);
+    }
+
     /// <summary>x -= y in place; returns x.</summary>
     public static Tensor SubtractInPlace(this Tensor x, Tensor y)
     {

@@ -107,6 +107,17 @@ public static class SequenceLayout
         return sequenceOrdered.index_select(0, index);
     }
 
+    /// <summary>
+    /// The document starts inside each of rank <paramref name="rank"/>'s pieces, in the piece's local coordinates
+    /// and local piece order (one array per piece, ascending; 0 when a document starts at the piece's first token).
+    /// A piece with no start continues the document of the piece before it in sequence order.
+    /// </summary>
+    public static long[][] PieceDocumentStarts(DocumentBoundaries documents, int worldSize, int rank, Layout layout)
+    {
+        ArgumentNullException.ThrowIfNull(documents);
+        return Pieces(documents.Length, worldSize, rank, layout).Select(p => documents.StartsWithin(p.Start, p.Length)).ToArray();
+    }
+
     /// <summary>Global token positions held by a rank, in local order: int64 [N / W].</summary>
     public static Tensor Positions(long n, int worldSize, int rank, Layout layout, Device? device = null) =>
         cat(Pieces(n, worldSize, rank, layout)

@@ -38,6 +38,34 @@ public class LayoutTests
         Assert.Equal(Enumerable.Range(0, c.Seq).Select(i => (long)i), covered.Order());
     }
 
+    /// <summary>Every rank's pieces' document starts, put back at their pieces' global offsets, are the global starts, once.</summary>
+    [Property]
+    public void PieceDocumentStartsCoverTheGlobalStartsOnce(LayoutCase c)
+    {
+        var cuts = Enumerable.Range(1, c.Seq - 1).Where(i => (i * 7 + c.Seed) % 5 == 0).Select(i => (long)i).ToArray();
+        var documents = DocumentCuts.Boundaries(c.Seq, cuts);
+        var found = new List<long>();
+        for (int rank = 0; rank < c.WorldSize; rank++)
+        {
+            var pieces = SequenceLayout.Pieces(c.Seq, c.WorldSize, rank, c.Layout);
+            var starts = SequenceLayout.PieceDocumentStarts(documents, c.WorldSize, rank, c.Layout);
+            Assert.Equal(pieces.Count, starts.Length);
+            for (int slot = 0; slot < pieces.Count; slot++)
+                found.AddRange(starts[slot].Select(s => { Assert.InRange(s, 0, pieces[slot].Length - 1); return pieces[slot].Start + s; }));
+        }
+        Assert.Equal(documents.CuSeqlens.SkipLast(1), found.Order());
+    }
+
+    [Fact]
+    public void ZigzagPieceDocumentStartsAreLocal()
+    {
+        // N = 16, W = 4 zigzag, documents [0, 3), [3, 12), [12, 13), [13, 16): rank 1 holds tokens 2..3 and 12..13.
+        var documents = DocumentBoundaries.FromCuSeqlens([0, 3, 12, 13, 16], 16);
+        var starts = SequenceLayout.PieceDocumentStarts(documents, 4, 1, Layout.Zigzag);
+        Assert.Equal([1L], starts[0]);
+        Assert.Equal([0L, 1], starts[1]);
+    }
+
     [Fact]
     public void ZigzagRankHoldsPiecesRAndTwoWMinusOneMinusR()
     {

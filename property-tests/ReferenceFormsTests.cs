@@ -14,7 +14,7 @@ namespace Lasp2.PropertyTests;
 public class ReferenceFormsTests
 {
     /// <summary>Asserts that two forms agree in O, dQ, dK, dV.</summary>
-    static void SameOutputsAndGradients(string label, Tensor dO, Func<Tensor[], Tensor> expected, Func<Tensor[], Tensor> actual,
+    internal static void SameOutputsAndGradients(string label, Tensor dO, Func<Tensor[], Tensor> expected, Func<Tensor[], Tensor> actual,
                                         params Tensor[] inputs)
     {
         using var scope = NewDisposeScope();

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Lasp2.Reference;
 using Lasp2.Research.Bench;
+using Lasp2.Research.Verification;
 using Microsoft.Data.Analysis;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -52,6 +53,9 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
 
         [CommandOption("--block <L>"), OptionRange(1), Description("Block length of chunked kernels (>= 1). Default 64.")]
         public int Block { get; init; } = 64;
+
+        [CommandOption("--docs <DOCS>"), Description("Packed documents at every N: 'equal:K' (K equal documents), 'random' (from a fixed seed) or lengths summing to N. Methods without documents under the mask are left out. Default: one document.")]
+        public string? Docs { get; init; }
 
         [CommandOption("--decay <LAMBDA>"), OptionRange(0, 1, MinimumExclusive = true), Description("One lambda in (0, 1]] for every head of the linear methods; omit for basic linear attention.")]
         public double? Decay { get; init; }
@@ -108,6 +112,8 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             _ = SweepArguments.Integers(World ?? "1", "--world");
             _ = SweepArguments.Masks(Mask);
             _ = SweepArguments.Dtypes(Dtype);
+            if (Docs is not null)
+                foreach (long n in SweepArguments.Lengths(Seq)) PackedDocuments.Parse(Docs, n, seed: 20250211);
             if (Report && !File.Exists(Out)) throw new ArgumentException($"--out = '{Out}' does not exist; --report reads it.", "--out");
             if (Directory.Exists(Out)) throw new ArgumentException($"--out = '{Out}' is a directory; it must be a CSV file.", "--out");
         });
@@ -231,6 +237,6 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             s.Batch, s.Heads, s.KvHeads ?? s.Heads, quick && s.Dim == 64 ? 32 : s.Dim, s.Block, s.Threads,
             s.Warmup, quick && s.Iterations == 5 ? 3 : s.Iterations, s.MaxSeconds,
             (s.MemoryGb ?? 0.6 * MachineInfo.Current().MemoryBytes / 1e9) * 1e9,
-            s.Decay is { } d ? Enumerable.Repeat(d, s.Heads).ToArray() : null);
+            s.Decay is { } d ? Enumerable.Repeat(d, s.Heads).ToArray() : null, s.Docs);
     }
 }

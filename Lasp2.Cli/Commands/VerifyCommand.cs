@@ -72,6 +72,9 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             "Without --method and --recurrence the default sweep also runs every recurrence on the gated methods.")]
         public string? Recurrence { get; init; }
 
+        [CommandOption("--docs <DOCS>"), Description("Packed documents: lengths (e.g. 7,100,1,20; N is their sum), 'random' (from the seed over N) or 'equal:K'. Each method then runs with document boundaries and is compared with the reference given them.")]
+        public string? Docs { get; init; }
+
         [CommandOption("--comm"), Description("Also print each method's measured communication (rank 0, forward + backward) next to the analytic model (CommModel); a mismatch fails.")]
         public bool Comm { get; init; }
 
@@ -87,9 +90,13 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
                 if (Mask == "none") throw new ArgumentException("--mask = none: every recurrence is causal; omit --mask or pass causal.", "--mask");
                 if (Decay is not null) throw new ArgumentException("--decay does not apply to --recurrence (the decay recurrence uses lambda_h = 0.9^(1 + h/H)).", "--decay");
                 if (KvHeads is not null) throw new ArgumentException("--kv-heads does not apply to --recurrence (linear layers have H KV heads).", "--kv-heads");
+                if (Docs is not null) throw new ArgumentException("--docs does not apply to --recurrence (the recurrence sweep runs one document).", "--docs");
             }
             if (Method is not null) Guards.OneOf(Method, [.. MethodRegistry.Names, "all"], "--method");
             var worlds = Worlds(this);
+            if (Docs is not null && PackedDocuments.LengthOf(Docs) is { } sum && Seq is { } seq && seq != sum)
+                throw new ArgumentException($"--docs lengths sum to {sum} but --seq = {seq}; omit --seq or make them agree.", "--docs");
+            if (Docs is not null) PackedDocuments.Parse(Docs, DistributedSeq(this), Seed);
             if (KvHeads is { } kv)
             {
                 int[] headCounts = Method is null ? [Heads ?? 4, Heads ?? 8] : [Heads ?? 8];   // reference and distributed defaults
@@ -99,8 +106,8 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             if (Backend == "inproc" && (recurrences.Count == 0 || Seq is not null))
                 foreach (int w in worlds)
                     foreach (var layout in Layouts(this))
-                        try { SequenceLayout.CheckDivisible(Seq ?? 112, w, layout); }
-                        catch (ArgumentException e) { throw new ArgumentException($"--seq = {Seq ?? 112}: {Lasp2App.OneLine(e)}", "--seq"); }
+                        try { SequenceLayout.CheckDivisible(DistributedSeq(this), w, layout); }
+                        catch (ArgumentException e) { throw new ArgumentException($"--seq = {DistributedSeq(this)}: {Lasp2App.OneLine(e)}", "--seq"); }
             if (Dump is not null && File.Exists(Dump)) throw new ArgumentException($"--dump = '{Dump}' is a file; it must be a directory.", "--dump");
         });
     }
@@ -197,18 +204,22 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             throw new ArgumentException($"--world {s.World} does not match the MPI job of {size} ranks; omit --world or pass {size}.", "--world");
         bool[] masks = s.Mask is null ? [true, false] : [s.Mask == "causal"];
         var layouts = Layouts(s);
+        long seq = DistributedSeq(s);
+        var documents = s.Docs is null ? null : PackedDocuments.Parse(s.Docs, seq, s.Seed);
         // Unspecified axes sweep only what a method supports (masks; decays for causal linear methods); an axis
         // given explicitly is kept, so an unsupported request is reported as not applicable.
         foreach (var method in methods)
         {
             var supports = MethodRegistry.Get(method).Supports;
-            var methodMasks = masks.Where(causal => s.Mask is not null || (causal ? supports.Causal : supports.Unmasked));
+            // with --docs, an unspecified mask sweeps only the masks the method combines with documents
+            var methodMasks = masks.Where(causal => s.Mask is not null
+                || ((causal ? supports.Causal : supports.Unmasked) && (documents is null || supports.SupportsDocuments(causal))));
             foreach (int worldSize in worlds)
                 foreach (bool causal in methodMasks)
                     foreach (double decay in (double[])(s.Decay is { } d ? [d] : causal && supports.Decay ? [0.9, 1.0] : [1.0]))
                         foreach (var layout in layouts)
                             yield return new DistributedCheckConfig(method, worldSize, causal, decay, layout, ParseDtype(s.Dtype),
-                                s.Batch, s.Heads ?? 8, s.KvHeads ?? s.Heads ?? 8, s.Seq ?? 112, s.Dim ?? 16, s.Dim ?? 12, s.Block, s.Seed);
+                                s.Batch, s.Heads ?? 8, s.KvHeads ?? s.Heads ?? 8, (int)seq, s.Dim ?? 16, s.Dim ?? 12, s.Block, s.Seed, documents);
         }
     }
 
@@ -218,7 +229,8 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
     {
         var first = rows[0].Config;
         string shape = $"{first.Dtype.ToString().ToLowerInvariant()}, B={first.Batch} H={first.Heads} N={first.Seq} " +
-                       $"Dk={first.DimK} Dv={first.DimV} block={first.BlockSize}";
+                       $"Dk={first.DimK} Dv={first.DimV} block={first.BlockSize}" +
+                       (first.Documents is { } documents ? $", documents cu_seqlens={Markup.Escape(documents.ToString())}" : "");
         var table = new Table()
             .Title($"Distributed methods vs reference ({backend}; {shape}): max relative error; rank 0's collectives per fwd+bwd")
             .AddColumns("method", "W", "mask", "decay", "layout", "O", "dQ", "dK", "dV", "tol", "collectives", "hidden", "result");
@@ -251,6 +263,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         return worlds;
     }
 
+    /// <summary>--layout as a list (contiguous, zigzag; default both).</summary>
     static Layout[] Layouts(Settings s)
     {
         if (s.Layout is null) return [Layout.Contiguous, Layout.Zigzag];
@@ -279,6 +292,9 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         return new RecurrenceSweep.Request(methods, s.Method is not (null or "all"), recurrences, [.. Worlds(s)], Layouts(s),
             ParseDtype(s.Dtype), s.Batch, s.Heads ?? 8, s.Seq, s.Dim ?? 16, s.Dim ?? 12, s.Block, s.Seed, s.Dump);
     }
+
+    /// <summary>N of the distributed checks: --seq, else the sum of the --docs lengths, else 112.</summary>
+    static long DistributedSeq(Settings s) => s.Seq ?? (s.Docs is null ? null : PackedDocuments.LengthOf(s.Docs)) ?? 112;
 
     internal static torch.ScalarType ParseDtype(string dtype) =>
         dtype == "float32" ? torch.ScalarType.Float32 : torch.ScalarType.Float64;

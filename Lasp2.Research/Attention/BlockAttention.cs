@@ -38,16 +38,17 @@ public interface IBlockAttention
 public static class BlockKernels
 {
     /// <summary>
-    /// Causal and unmasked, both layouts; softmax with grouped KV heads and no decay, linear with decay and Hkv = H.
+    /// Causal and unmasked, both layouts, packed documents with either mask (the document mask is one more mask by
+    /// position); softmax with grouped KV heads and no decay, linear with decay and Hkv = H.
     /// </summary>
     public static MethodCapabilities Capabilities(AttentionKind kind) =>
         new(kind, Causal: true, Unmasked: true, Decay: kind == AttentionKind.Linear,
-            [Layout.Contiguous, Layout.Zigzag], GroupedKv: kind == AttentionKind.Softmax);
+            [Layout.Contiguous, Layout.Zigzag], GroupedKv: kind == AttentionKind.Softmax, DocumentSupport.CausalAndUnmasked);
 
     /// <summary>
     /// Softmax (<see cref="OnlineSoftmax"/>, scale 1/sqrt(Dk)) or linear (<see cref="LeftProduct"/> with the per-head
-    /// <paramref name="decay"/> of the query block's heads).
+    /// <paramref name="decay"/> of the query block's heads), masked to <paramref name="documents"/> when given.
     /// </summary>
-    public static IBlockAttention For(AttentionKind kind, bool causal, long dimK, double[] decay) =>
-        kind == AttentionKind.Softmax ? new OnlineSoftmax(causal, 1.0 / Math.Sqrt(dimK)) : new LeftProduct(causal, decay);
+    public static IBlockAttention For(AttentionKind kind, bool causal, long dimK, double[] decay, DocumentBoundaries? documents = null) =>
+        kind == AttentionKind.Softmax ? new OnlineSoftmax(causal, 1.0 / Math.Sqrt(dimK), documents) : new LeftProduct(causal, decay, documents);
 }

@@ -36,12 +36,28 @@ public enum FlopAlgorithm
 /// <param name="BlockSize">Block length of local chunked kernels (&gt;= 1).</param>
 /// <param name="Gates">A gated recurrence and this rank's shard of its log-gates and beta (null: the constant
 /// <paramref name="Decay"/>); only methods whose <see cref="ISequenceParallelAttention.Recurrences"/> list it accept it.</param>
+/// <param name="Documents">
+/// Packed documents over the global sequence (cu_seqlens), or null for one document: attention stays inside each
+/// document (linear: the state starts from zero at each document start; softmax: keys of the query's document only).
+/// </param>
 public sealed record AttentionOptions(
     bool Causal = true,
     double[]? Decay = null,
     Layout Layout = Layout.Contiguous,
     int BlockSize = 64,
-    Gates? Gates = null);
+    Gates? Gates = null,
+    DocumentBoundaries? Documents = null);
+
+/// <summary>Which masks a method can combine with packed documents (<see cref="AttentionOptions.Documents"/>).</summary>
+public enum DocumentSupport
+{
+    /// <summary>No document boundaries.</summary>
+    None,
+    /// <summary>With the causal mask only.</summary>
+    Causal,
+    /// <summary>With the causal mask and without a mask.</summary>
+    CausalAndUnmasked,
+}
 
 /// <summary>What a method supports (checked before it runs, so unsupported options fail clearly).</summary>
 public sealed record MethodCapabilities(
@@ -50,7 +66,13 @@ public sealed record MethodCapabilities(
     bool Unmasked,
     bool Decay,
     IReadOnlyList<Layout> Layouts,
-    bool GroupedKv);
+    bool GroupedKv,
+    DocumentSupport Documents = DocumentSupport.None)
+{
+    /// <summary>True when the method runs packed documents under this mask.</summary>
+    public bool SupportsDocuments(bool causal) =>
+        Documents == DocumentSupport.CausalAndUnmasked || (causal && Documents == DocumentSupport.Causal);
+}
 
 /// <summary>
 /// A sequence-parallel attention method. Each rank calls <see cref="Forward"/> with its local shard

@@ -16,13 +16,15 @@ namespace Lasp2.Research.Attention;
 /// (zigzag: pieces 0..W-1 on ranks 0..W-1, then W..2W-1 back down), each a sequential step. The local work
 /// is lasp2's chunked kernel (<see cref="ChunkedLinearAttention"/>) split into its phases, the prefix
 /// supplied by the chain. Causal only (an unmasked layer would need the suffix too); decay supported.
+/// Packed documents: a piece holding a document start passes P_{p+1} = m_p on (its transition is 0), and its kernel
+/// resets at every start inside; the messages and their sizes do not change.
 /// </summary>
 public sealed class Lasp1Ring : ISequenceParallelAttention
 {
     public string Name => "lasp1";
 
     public MethodCapabilities Supports => new(AttentionKind.Linear, Causal: true, Unmasked: false, Decay: true,
-        [Layout.Contiguous, Layout.Zigzag], GroupedKv: false);
+        [Layout.Contiguous, Layout.Zigzag], GroupedKv: false, DocumentSupport.Causal);
 
     public FlopAlgorithm Flops => FlopAlgorithm.ChunkedLinear;
 
@@ -62,22 +64,30 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);
-        return ChainFunction.apply(new Chain(group, options.Layout, decay, options.BlockSize, q), q, k, v)[0];
+        var starts = options.Documents is { } documents
+            ? SequenceLayout.PieceDocumentStarts(documents, group.WorldSize, group.Rank, options.Layout) : null;
+        return ChainFunction.apply(new Chain(group, options.Layout, decay, options.BlockSize, q, starts), q, k, v)[0];
     }
 
     /// <summary>This rank's place in the chain: its pieces (local slots, sequence order) and their neighbours.</summary>
-    sealed record Chain(IProcessGroup Group, Layout Layout, double[] Decay, int BlockSize, long PieceLength, int[] Owners, int[] Pieces)
+    sealed record Chain(IProcessGroup Group, Layout Layout, double[] Decay, int BlockSize, long PieceLength, int[] Owners, int[] Pieces,
+                        long[][]? DocumentStarts)
     {
-        public Chain(IProcessGroup group, Layout layout, double[] decay, int blockSize, Tensor q)
+        public Chain(IProcessGroup group, Layout layout, double[] decay, int blockSize, Tensor q, long[][]? documentStarts)
             : this(group, layout, decay, blockSize, q.shape[2] / SequenceLayout.PiecesPerRank(layout),
                    SequenceLayout.PieceOwners(group.WorldSize, layout),
                    Enumerable.Range(0, SequenceLayout.PiecesPerRank(layout))
-                             .Select(slot => SequenceLayout.GlobalPiece(group.Rank, slot, group.WorldSize, layout)).ToArray()) { }
+                             .Select(slot => SequenceLayout.GlobalPiece(group.Rank, slot, group.WorldSize, layout)).ToArray(),
+                   documentStarts) { }
 
         public Tensor[] Slots(Tensor x) => SequenceLayout.LocalPieces(x, Layout);
 
-        /// <summary>lambda^L across one piece [1,H,1,1].</summary>
-        public Tensor PieceDecay(Tensor like) => Masks.DecayPower(Decay, PieceLength, like.dtype, like.device);
+        /// <summary>seg of the piece in local slot <paramref name="slot"/> (int64 [L]), or null for one document.</summary>
+        public Tensor? Segments(int slot, Tensor like) =>
+            DocumentStarts is null ? null : Masks.Segments(PieceLength, DocumentStarts[slot], like.device);
+
+        /// <summary>The transition across one piece [1,H,1,1]: lambda^L, or 0 when a document starts in it.</summary>
+        public Tensor PieceDecay(Tensor like, Tensor? segments) => ChunkedLinearAttention.Transition(Decay, like, segments);
     }
 
     /// <summary>O and the prefix P_p that entered each of this rank's pieces.</summary>
@@ -92,22 +102,23 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
         {
             int piece = chain.Pieces[slot];
             var (qp, kp, vp) = (qs[slot], ks[slot], vs[slot]);
+            var segments = chain.Segments(slot, qp);                                     // [L] or null
             // While P_p is in flight: m_p and the diagonal blocks' output (LASP-1: compute overlaps the wait)
-            var states = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true);
-            var diagonal = ChunkedLinearAttention.DiagonalOutput(qp, kp, vp, states, chain.Decay, chain.BlockSize); // [B,H,L,Dv]
+            var states = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true, segments);
+            var diagonal = ChunkedLinearAttention.DiagonalOutput(qp, kp, vp, states, chain.Decay, chain.BlockSize, segments); // [B,H,L,Dv]
             var prefix = piece == 0 ? zeros_like(states.Total)
                 : owners[piece - 1] == group.Rank ? carried!
                 : group.Recv(states.Total.shape, q.dtype, owners[piece - 1]);            // P_p [B,H,Dk,Dv]
-            // P_{p+1} = lambda^L P_p + m_p, sent on at once so the next rank can start
-            var next = (chain.PieceDecay(q) * prefix).Plus(states.Total);
+            // P_{p+1} = lambda^L P_p + m_p, sent on at once so the next rank can start (lambda^L = 0 across a document start)
+            var next = (chain.PieceDecay(qp, segments) * prefix).Plus(states.Total);
             if (piece + 1 < owners.Length)
             {
                 if (owners[piece + 1] == group.Rank) carried = next;
                 else group.Send(next, owners[piece + 1]);
             }
             // o_i = lambda^(i'+1) q_i (S_{b-1} + lambda^(start_b) P_p) + diagonal: the same fused pass as LASP-2
-            var seen = ChunkedLinearAttention.StatesSeen(states, prefix, chain.Decay, chain.BlockSize, qp, fromStart: true);
-            outputs[slot] = ChunkedLinearAttention.StateOutput(qp, seen, chain.Decay, chain.BlockSize, addTo: diagonal);
+            var seen = ChunkedLinearAttention.StatesSeen(states, prefix, chain.Decay, chain.BlockSize, qp, fromStart: true, segments);
+            outputs[slot] = ChunkedLinearAttention.StateOutput(qp, seen, chain.Decay, chain.BlockSize, addTo: diagonal, segments);
             prefixes[slot] = prefix;
         }
         return (cat(outputs, 2), prefixes);
@@ -124,15 +135,16 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
         {
             int piece = chain.Pieces[slot];
             var (qp, kp, vp, dOp) = (qs[slot], ks[slot], vs[slot], dOs[slot]);
+            var segments = chain.Segments(slot, qp);                                     // [L] or null
             // While G_p is in flight: dm_p and the diagonal blocks' gradients
-            var forward = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true);
-            var backward = ChunkedLinearAttention.BackwardStates(qp, dOp, chain.Decay, chain.BlockSize, causal: true);
-            var diagonal = ChunkedLinearAttention.DiagonalGradients(qp, kp, vp, dOp, forward.Total, backward, chain.Decay, chain.BlockSize);
+            var forward = ChunkedLinearAttention.ForwardStates(kp, vp, chain.Decay, chain.BlockSize, causal: true, segments);
+            var backward = ChunkedLinearAttention.BackwardStates(qp, dOp, chain.Decay, chain.BlockSize, causal: true, segments);
+            var diagonal = ChunkedLinearAttention.DiagonalGradients(qp, kp, vp, dOp, forward.Total, backward, chain.Decay, chain.BlockSize, segments);
             var suffix = piece == owners.Length - 1 ? zeros_like(backward.Total)
                 : owners[piece + 1] == group.Rank ? carried!
                 : group.Recv(backward.Total.shape, q.dtype, owners[piece + 1]);          // G_p [B,H,Dk,Dv]
             // G_{p-1} = lambda^L G_p + dm_p, sent back at once
-            var previous = (chain.PieceDecay(q) * suffix).Plus(backward.Total);
+            var previous = (chain.PieceDecay(qp, segments) * suffix).Plus(backward.Total);
             if (piece > 0)
             {
                 if (owners[piece - 1] == group.Rank) carried = previous;
@@ -140,10 +152,10 @@ public sealed class Lasp1Ring : ISequenceParallelAttention
             }
             // dq_i += lambda^(i+1) do_i P_p^T;  dk_j += lambda^(L-1-j) v_j G_p^T;  dv_j += lambda^(L-1-j) k_j G_p,
             // fused with the in-piece inter-block terms (the same pass as LASP-2)
-            var entering = ChunkedLinearAttention.StatesSeen(forward, prefixes[slot], chain.Decay, chain.BlockSize, qp, fromStart: true);
-            var leaving = ChunkedLinearAttention.StatesSeen(backward, suffix, chain.Decay, chain.BlockSize, qp, fromStart: false);
+            var entering = ChunkedLinearAttention.StatesSeen(forward, prefixes[slot], chain.Decay, chain.BlockSize, qp, fromStart: true, segments);
+            var leaving = ChunkedLinearAttention.StatesSeen(backward, suffix, chain.Decay, chain.BlockSize, qp, fromStart: false, segments);
             (dqs[slot], dks[slot], dvs[slot]) = ChunkedLinearAttention.StateGradients(kp, vp, dOp, entering, leaving,
-                chain.Decay, chain.BlockSize, addTo: diagonal);
+                chain.Decay, chain.BlockSize, addTo: diagonal, segments);
         }
         return (cat(dqs, 2), cat(dks, 2), cat(dvs, 2));
     }

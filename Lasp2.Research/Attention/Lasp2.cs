@@ -28,6 +28,10 @@ namespace Lasp2.Research.Attention;
 /// Unmasked: P_p is the sum over every other piece (lambda = 1), so o = q sum_u m_u.
 /// The gradient of P_p is dm_p = sum_i lambda^(i+1) q_i^T do_i; G_p = sum_{u&gt;p} (prod_{p&lt;w&lt;u} gamma_w) dm_u.
 /// Backward is hand-written (<see cref="Lasp2Function"/>): autograd never runs through a collective.
+/// Packed documents (causal): a document start inside piece p cuts the chain there: gamma_p = 0 (nothing before the
+/// start reaches later pieces), m_p holds only the tokens after the piece's last start, and the piece's own tokens read
+/// P_p only up to its first start (the chunked kernel resets at every start inside). The fold itself is unchanged,
+/// so are the bytes: the same AllGather of [m_p, gamma_p].
 /// </summary>
 public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporting
 {
@@ -36,7 +40,8 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
 
     /// <inheritdoc/>
     public MethodCapabilities Supports { get; } =
-        new(AttentionKind.Linear, Causal: true, Unmasked: true, Decay: true, [Layout.Contiguous, Layout.Zigzag], GroupedKv: false);
+        new(AttentionKind.Linear, Causal: true, Unmasked: true, Decay: true, [Layout.Contiguous, Layout.Zigzag], GroupedKv: false,
+            DocumentSupport.Causal);
 
     /// <inheritdoc/>
     public FlopAlgorithm Flops => FlopAlgorithm.ChunkedLinear;
@@ -70,14 +75,20 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
             throw new ArgumentException(
                 $"zigzag needs an even local length (two pieces per rank, N divisible by 2W); q has {q.shape[2]} tokens.", nameof(q));
         MethodChecks.Validate(this, group, q, k, v, options);                            // also refuses Gates
-        return Lasp2Function.apply(new Lasp2Call(group, options, lambda, Overlap), q, k, v)[0];
+        var starts = options.Documents is { } documents
+            ? SequenceLayout.PieceDocumentStarts(documents, group.WorldSize, group.Rank, options.Layout) : null;
+        return Lasp2Function.apply(new Lasp2Call(group, options, lambda, Overlap, starts), q, k, v)[0];
     }
 
     /// <summary>What one LASP-2 layer call needs beside its tensors (kept on the autograd context for backward).</summary>
-    sealed record Lasp2Call(IProcessGroup Group, AttentionOptions Options, double[] Lambda, OverlapLog Overlap)
+    sealed record Lasp2Call(IProcessGroup Group, AttentionOptions Options, double[] Lambda, OverlapLog Overlap, long[][]? DocumentStarts)
     {
         /// <summary>This rank's pieces of a local tensor [B,H,C,.]: one (contiguous) or two halves (zigzag).</summary>
         public Tensor[] Pieces(Tensor x) => SequenceLayout.LocalPieces(x, Options.Layout);
+
+        /// <summary>seg of each local piece (int64 [C_p], <see cref="Masks.Segments"/>), or nulls for one document.</summary>
+        public Tensor?[] Segments(Tensor[] pieces) =>
+            pieces.Select((piece, p) => DocumentStarts is null ? null : Masks.Segments(piece.shape[2], DocumentStarts[p], piece.device)).ToArray();
 
         /// <summary>The inverse of <see cref="Pieces"/>: one piece is returned as is (no copy), two are concatenated.</summary>
         public static Tensor Join(IList<Tensor> pieces) => pieces.Count == 1 ? pieces[0] : cat(pieces, 2);
@@ -150,15 +161,18 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
             var (lambda, block, causal) = (call.Lambda, call.Options.BlockSize, call.Options.Causal);
             using var scope = NewDisposeScope();
             var (qs, ks, vs) = (call.Pieces(q), call.Pieces(k), call.Pieces(v));             // P x [B,H,C_p,.]
+            var segments = call.Segments(qs);                                                // P x [C_p] or null
             int pieces = qs.Length;
             var (states, gammas, diagonal, seen, outputs) =
                 (new Kernel.BlockStates[pieces], new Tensor[pieces], new Tensor[pieces], new Tensor[pieces], new Tensor[pieces]);
             for (int p = 0; p < pieces; p++)
             {
                 // Alg. 2 step 1: M_t = K_t^T V_t, per piece m_p = sum_i lambda^(C_p-1-i) k_i^T v_i (with its block states)
-                states[p] = Kernel.ForwardStates(ks[p], vs[p], lambda, block, causal);
-                // gamma_p = lambda^(C_p), gathered beside m_p so that pieces of any length fold exactly
-                gammas[p] = Masks.DecayPower(lambda, qs[p].shape[2], q.dtype, q.device);      // [1,H,1,1]
+                // (with documents, m_p holds only the tokens after the piece's last document start)
+                states[p] = Kernel.ForwardStates(ks[p], vs[p], lambda, block, causal, segments[p]);
+                // gamma_p = lambda^(C_p), gathered beside m_p so that pieces of any length fold exactly;
+                // 0 when a document starts in the piece, which cuts the chain there
+                gammas[p] = Kernel.Transition(lambda, qs[p], segments[p]);                    // [1,H,1,1]
             }
             // Alg. 2 step 1: start the AllGather of [m_p, gamma_p] asynchronously
             var gather = call.Gather(StatePacket.Pack(states.Select(s => s.Total).ToList(), gammas), "forward"); // [P, B*H*Dk*Dv + H]
@@ -166,16 +180,16 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
             // the diagonal blocks (masked inside; unmasked: Q_t M_t)
             using (gather.Computing(ForwardIntra))
                 for (int p = 0; p < pieces; p++)
-                    diagonal[p] = Kernel.DiagonalOutput(qs[p], ks[p], vs[p], states[p], lambda, block); // [B,H,C_p,Dv]
+                    diagonal[p] = Kernel.DiagonalOutput(qs[p], ks[p], vs[p], states[p], lambda, block, segments[p]); // [B,H,C_p,Dv]
             var (allStates, allGammas) = StatePacket.Unpack(gather.Wait(), states[0].Total.shape);
             // Alg. 2 step 3: P_p = sum_{u<p} (prod_{u<w<p} gamma_w) m_u in global piece order (unmasked: every other piece)
             var prefixes = call.Fold(allStates, allGammas, backward: false);                // [P,B,H,Dk,Dv]
             for (int p = 0; p < pieces; p++)
             {
                 // each block b of piece p sees S_{b-1} + lambda^(start_b) P_p (unmasked: P_p)
-                seen[p] = Kernel.StatesSeen(states[p], prefixes[p], lambda, block, qs[p], fromStart: true, reuseLocal: true);
+                seen[p] = Kernel.StatesSeen(states[p], prefixes[p], lambda, block, qs[p], fromStart: true, segments[p], reuseLocal: true);
                 // Alg. 2 step 4: O_t = O_intra + Q_t P_t, the inter-block terms of O_intra fused with Q_t P_t
-                outputs[p] = Kernel.StateOutput(qs[p], seen[p], lambda, block, addTo: diagonal[p]); // [B,H,C_p,Dv]
+                outputs[p] = Kernel.StateOutput(qs[p], seen[p], lambda, block, addTo: diagonal[p], segments[p]); // [B,H,C_p,Dv]
             }
             var output = Lasp2Call.Join(outputs);                                            // [B,H,C,Dv]
 
@@ -194,28 +208,29 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
             using var scope = NewDisposeScope();
             var saved = Saved.From(ctx.get_saved_variables());
             var (qs, ks, vs, dOs) = (call.Pieces(saved.Q), call.Pieces(saved.K), call.Pieces(saved.V), call.Pieces(gradOutputs[0]));
+            var segments = call.Segments(qs);                                                // P x [C_p] or null
             int pieces = qs.Length;
             var (backwardStates, diagonal) = (new Kernel.BlockStates[pieces], new (Tensor DQ, Tensor DK, Tensor DV)[pieces]);
             // Alg. 4 step 1: dM_t = Q_t^T dO_t, per piece dm_p = sum_i lambda^(i+1) q_i^T do_i (with its block gradients)
             for (int p = 0; p < pieces; p++)
-                backwardStates[p] = Kernel.BackwardStates(qs[p], dOs[p], lambda, block, causal);
+                backwardStates[p] = Kernel.BackwardStates(qs[p], dOs[p], lambda, block, causal, segments[p]);
             // Alg. 4 step 1: start the AllGather of [dm_p] asynchronously (the gammas are the forward's)
             var gather = call.Gather(stack(backwardStates.Select(s => s.Total).ToList()), "backward"); // [P,B,H,Dk,Dv]
             // Alg. 4 step 2, while it is in flight: the intra gradients that need no state (A = Q K^T (.) Psi,
             // dA = dO V^T (.) Psi on the diagonal blocks: dQ = dA K, dK = dA^T Q, dV = A^T dO)
             using (gather.Computing(BackwardIntra))
                 for (int p = 0; p < pieces; p++)
-                    diagonal[p] = Kernel.DiagonalGradients(qs[p], ks[p], vs[p], dOs[p], saved.Summaries[p], backwardStates[p], lambda, block);
+                    diagonal[p] = Kernel.DiagonalGradients(qs[p], ks[p], vs[p], dOs[p], saved.Summaries[p], backwardStates[p], lambda, block, segments[p]);
             var gathered = gather.Wait();                                                    // [W,P,B,H,Dk,Dv]
             // Alg. 4 step 3: G_p = sum_{u>p} (prod_{p<w<u} gamma_w) dm_u in global piece order (unmasked: every other piece)
             var suffixes = call.Fold(gathered, saved.Gammas, backward: true);               // [P,B,H,Dk,Dv]
             for (int p = 0; p < pieces; p++)
             {
                 // each block b leaves dS_b + lambda^(C_p-end_b) G_p (unmasked: G_p)
-                var leaving = Kernel.StatesSeen(backwardStates[p], suffixes[p], lambda, block, qs[p], fromStart: false, reuseLocal: true);
+                var leaving = Kernel.StatesSeen(backwardStates[p], suffixes[p], lambda, block, qs[p], fromStart: false, segments[p], reuseLocal: true);
                 // Alg. 4 step 4: dQ_t += dO_t P_t^T, dK_t += V_t G_t^T, dV_t += K_t G_t, fused with the inter-block terms
                 // (added in place into the diagonal gradients)
-                Kernel.StateGradients(ks[p], vs[p], dOs[p], saved.Seen[p], leaving, lambda, block, addTo: diagonal[p]);
+                Kernel.StateGradients(ks[p], vs[p], dOs[p], saved.Seen[p], leaving, lambda, block, addTo: diagonal[p], segments[p]);
             }
             return [null!,
                     Lasp2Call.Join(diagonal.Select(d => d.DQ).ToList()).MoveToOuterDisposeScope(), // [B,H,C,Dk]

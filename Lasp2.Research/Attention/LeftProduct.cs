@@ -8,11 +8,13 @@ namespace Lasp2.Research.Attention;
 /// Linear attention of one query block on one key block as a left product, without the right-product
 /// trick (the form the LASP-2 paper's Ring Attention and Megatron-SP baselines ran, quadratic compute):
 /// O = (Q K^T (.) D) V with D[h,i,j] = lambda_h^(p_i - p_j) if p_i &gt;= p_j, else 0, for global positions
-/// p (causal), or D = 1 (no mask). Blocks merge by summation. Communication: none.
+/// p (causal), or D = 1 (no mask); with packed documents D is also 0 between tokens of different documents.
+/// Blocks merge by summation. Communication: none.
 /// </summary>
 /// <param name="causal">Inclusive causal mask with decay.</param>
 /// <param name="decay">Per-head lambda in (0, 1] for the heads of the query block (1 without decay).</param>
-public sealed class LeftProduct(bool causal, double[] decay) : IBlockAttention
+/// <param name="documents">Packed documents over the global positions, or null.</param>
+public sealed class LeftProduct(bool causal, double[] decay, DocumentBoundaries? documents = null) : IBlockAttention
 {
     public BlockOutput? Forward(Tensor q, Tensor k, Tensor v, Tensor queryPositions, Tensor keyPositions)
     {
@@ -53,13 +55,14 @@ public sealed class LeftProduct(bool causal, double[] decay) : IBlockAttention
         return mask is null ? scores : scores * mask;
     }
 
-    /// <summary>D [1,H,Cq,Ck] by global positions, or null without a mask.</summary>
+    /// <summary>D [1,H,Cq,Ck] (unmasked with documents [Cq,Ck]) by global positions, or null without a mask.</summary>
     Tensor? DecayMask(Tensor queryPositions, Tensor keyPositions, Tensor like)
     {
-        if (!causal) return null;
-        var distance = (queryPositions.unsqueeze(1) - keyPositions.unsqueeze(0)).to(like.device); // [Cq,Ck] p_i - p_j
-        var allowed = distance.IsAtLeast(0).to(like.dtype);
+        var (queries, keys) = (queryPositions.to(like.device), keyPositions.to(like.device));
+        var allowed = Masks.Allowed(queries, keys, causal, documents)?.to(like.dtype);     // [Cq,Ck]
+        if (!causal) return allowed;
+        var distance = queries.unsqueeze(1) - keys.unsqueeze(0);                          // [Cq,Ck] p_i - p_j
         // lambda^(p_i - p_j) on allowed pairs; the clamp keeps lambda^(negative) from overflowing before the mask.
-        return Masks.DecayPowers(decay, distance.AtLeast(0).to(like.dtype)) * allowed;   // [1,H,Cq,Ck]
+        return Masks.DecayPowers(decay, distance.AtLeast(0).to(like.dtype)) * allowed!;   // [1,H,Cq,Ck]
     }
 }

@@ -46,9 +46,24 @@ public static class MethodChecks
                 throw new ArgumentException("gated recurrences require the causal mask.", nameof(options));
         }
         SequenceLayout.CheckDivisible(q.shape[2] * group.WorldSize, group.WorldSize, options.Layout);
+        Documents(method, options, q.shape[2] * group.WorldSize);
         if (method.Unsupported(group.WorldSize, q.shape[1], k.shape[1]) is { } reason)
             throw new ArgumentException(reason + ".", nameof(q));
         return decay;
+    }
+
+    /// <summary>
+    /// Checks <see cref="AttentionOptions.Documents"/> against the method and the global length N: the method must
+    /// support documents under this mask, and the boundaries must cover exactly N tokens.
+    /// </summary>
+    public static void Documents(ISequenceParallelAttention method, AttentionOptions options, long sequenceLength)
+    {
+        if (options.Documents is not { } documents) return;
+        if (!method.Supports.SupportsDocuments(options.Causal))
+            throw new ArgumentException(
+                $"{method.Name} does not support packed documents{(options.Causal ? "" : " without the causal mask")}; " +
+                $"supported: {method.Supports.Documents}.", nameof(options));
+        documents.CheckLength(sequenceLength, nameof(options.Documents));
     }
 
     /// <summary>Global positions of every rank's shard, rank order: int64 [C] each.</summary>

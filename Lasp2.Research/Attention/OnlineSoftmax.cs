@@ -13,7 +13,8 @@ namespace Lasp2.Research.Attention;
 /// </summary>
 /// <param name="causal">Mask key positions after the query position (inclusive causal mask).</param>
 /// <param name="scale">Score scale, usually 1/sqrt(Dk).</param>
-public sealed class OnlineSoftmax(bool causal, double scale) : IBlockAttention
+/// <param name="documents">Packed documents over the global positions (a query sees its own document only), or null.</param>
+public sealed class OnlineSoftmax(bool causal, double scale, DocumentBoundaries? documents = null) : IBlockAttention
 {
     /// <summary>
     /// Merges two partial results by the log-sum-exp rule: lse = log(e^lse_a + e^lse_b),
@@ -74,7 +75,7 @@ public sealed class OnlineSoftmax(bool causal, double scale) : IBlockAttention
     }
 
     Tensor? Hidden(Tensor queryPositions, Tensor keyPositions, Device device) =>
-        causal ? Masks.CausalAllowed(queryPositions.to(device), keyPositions.to(device)).logical_not() : null; // [Cq,Ck]
+        Masks.Allowed(queryPositions.to(device), keyPositions.to(device), causal, documents)?.logical_not(); // [Cq,Ck]
 
     Tensor Scores(Tensor q, Tensor k, Tensor? hidden)
     {

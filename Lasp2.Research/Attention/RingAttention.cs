@@ -14,7 +14,9 @@ namespace Lasp2.Research.Attention;
 /// Backward: the K,V blocks travel again, and each block's dK,dV accumulator travels behind it and comes
 /// home after W - 1 hops (<see cref="Ring.VisitAccumulate"/>): 2 (W - 1) SendRecvs. Causal masks come from
 /// global positions, so contiguous and zigzag layouts share the code; causal blocks that lie entirely in
-/// a query block's future are skipped (zigzag balances what remains).
+/// a query block's future are skipped (zigzag balances what remains). Packed documents add the document mask
+/// by global position; a K,V block that shares no document with the query block is skipped the same way, so
+/// documents shorter than a shard cut the work (the bytes do not change: every block still travels).
 /// </summary>
 public sealed class RingAttention(AttentionKind kind) : ISequenceParallelAttention, IOverlapReporting
 {
@@ -42,7 +44,7 @@ public sealed class RingAttention(AttentionKind kind) : ISequenceParallelAttenti
     public Tensor Forward(IProcessGroup group, Tensor q, Tensor k, Tensor v, AttentionOptions options)
     {
         var decay = MethodChecks.Validate(this, group, q, k, v, options);
-        var call = new RingCall(group, BlockKernels.For(kind, options.Causal, q.shape[3], decay), options.Layout, Overlap);
+        var call = new RingCall(group, BlockKernels.For(kind, options.Causal, q.shape[3], decay, options.Documents), options.Layout, Overlap);
         return RingFunction.apply(call, q, k, v)[0];
     }
 

@@ -11,7 +11,8 @@ namespace Lasp2.Research.Attention;
 /// (<see cref="OnlineSoftmax"/>, one block) or linear attention (<see cref="LeftProduct"/>, one block, with
 /// this rank's heads' decays). Per direction 4 all-to-alls: forward Q, K, V in and O out; backward dO in
 /// and dQ, dK, dV out, each moving (W-1)/W of its tensor. Tokens arrive in rank order; the causal mask
-/// uses their global positions, so both layouts work without reordering. Requires H % W == 0 and
+/// uses their global positions, so both layouts work without reordering; so does the document mask of packed
+/// documents (the work does not change: one dense N x N block per head). Requires H % W == 0 and
 /// Hkv % W == 0.
 /// </summary>
 public sealed class Ulysses(AttentionKind kind) : ISequenceParallelAttention
@@ -43,7 +44,7 @@ public sealed class Ulysses(AttentionKind kind) : ISequenceParallelAttention
         long headsPerRank = q.shape[1] / worldSize;
         // this rank's heads h in [r H/W, (r+1) H/W) keep their own decays
         var kernel = BlockKernels.For(kind, options.Causal, q.shape[3],
-                                      decay.Skip((int)(group.Rank * headsPerRank)).Take((int)headsPerRank).ToArray());
+                                      decay.Skip((int)(group.Rank * headsPerRank)).Take((int)headsPerRank).ToArray(), options.Documents);
         var positions = cat(MethodChecks.AllPositions(q.shape[2], worldSize, options.Layout, q.device), 0); // [N] rank order
         return UlyssesFunction.apply(group, kernel, positions, q, k, v)[0];
     }

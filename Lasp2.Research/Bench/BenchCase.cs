@@ -13,10 +13,15 @@ namespace Lasp2.Research.Bench;
 /// <param name="Warmup">Untimed iterations first (&gt;= 0).</param>
 /// <param name="Iterations">Timed iterations (&gt;= 1).</param>
 /// <param name="Decay">Per-head lambda, or null for basic linear attention.</param>
+/// <param name="Documents">Packed documents as `--docs` gives them (lengths, "random", "equal:K"), or null for one document.</param>
 public sealed record BenchCase(
     string Method, FlopAlgorithm Algorithm, string Backend, BenchShape Shape, ScalarType Dtype,
-    int ThreadsPerRank, int Warmup, int Iterations, double[]? Decay = null)
+    int ThreadsPerRank, int Warmup, int Iterations, double[]? Decay = null, string? Documents = null)
 {
+    /// <summary>The packed documents over this case's N (the same on every rank: "random" draws from a fixed seed), or null.</summary>
+    public Reference.DocumentBoundaries? DocumentBoundaries =>
+        Documents is null ? null : Verification.PackedDocuments.Parse(Documents, Shape.SeqLen, seed: 20250211);
+
     /// <summary>"causal" or "none".</summary>
     public string Mask => Shape.Causal ? "causal" : "none";
 
@@ -33,7 +38,7 @@ public sealed record BenchCase(
     };
 
     /// <summary>A short label for progress displays.</summary>
-    public string Label => $"{Method} {Backend} W={Shape.WorldSize} N={Shape.SeqLen} {Mask} {DtypeName}";
+    public string Label => $"{Method} {Backend} W={Shape.WorldSize} N={Shape.SeqLen} {Mask} {DtypeName}" + (Documents is null ? "" : $" docs={Documents}");
 }
 
 /// <summary>

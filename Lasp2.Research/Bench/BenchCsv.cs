@@ -35,6 +35,7 @@ public static class BenchCsv
         Text("mask", r => r.Case.Mask),
         Text("dtype", r => r.Case.DtypeName),
         Text("decay", r => r.Case.Decay is null ? "none" : string.Join(" ", r.Case.Decay.Select(d => Format(d)))),
+        Text("documents", r => r.Case.Documents ?? "none"),
         Number("threads_per_rank", r => r.Case.ThreadsPerRank),
         Number("warmup", r => r.Case.Warmup),
         Number("iterations", r => r.Case.Iterations),

@@ -52,7 +52,7 @@ public sealed record BenchRow
         ? MemoryModel.PeakBytesPerRank(Case.Shape, Case.ElementSize) : double.NaN;
     public long ProcessPeakBytes { get; init; }
 
-    public double Flops => FlopCount.ForwardBackward(Case.Algorithm, Case.Shape);
+    public double Flops => FlopCount.ForwardBackward(Case.Algorithm, Case.Shape, Case.DocumentBoundaries);
     public double TokensPerSecond => Case.Shape.Batch * Case.Shape.SeqLen / TimeMedian;
     public double GflopsPerSecond => Flops / TimeMedian / 1e9;
     /// <summary>The measured libtorch ceiling for the threads this configuration could use in total.</summary>

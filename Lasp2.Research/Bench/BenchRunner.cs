@@ -32,7 +32,7 @@ public static class BenchRunner
         Tensor Random(long heads) =>
             randn([s.Batch, heads, s.LocalLen, s.HeadDim], dtype: benchCase.Dtype, device: device, generator: generator).OverInPlace(Math.Sqrt(s.HeadDim));
         var (q, k, v, dO) = (Random(s.Heads), Random(s.KvHeads), Random(s.KvHeads), Random(s.Heads)); // [B,H,C,D]
-        var options = new AttentionOptions(s.Causal, benchCase.Decay, Reference.Layout.Contiguous, s.BlockSize);
+        var options = new AttentionOptions(s.Causal, benchCase.Decay, Reference.Layout.Contiguous, s.BlockSize, Documents: benchCase.DocumentBoundaries);
 
         var samples = new List<RankSample>();
         for (int iteration = 0; iteration < benchCase.Warmup + benchCase.Iterations; iteration++)

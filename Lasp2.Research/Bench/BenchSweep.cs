@@ -12,10 +12,14 @@ public sealed record BenchMethod(
     ISequenceParallelAttention Method, FlopAlgorithm Algorithm,
     Func<BenchShape, int, IReadOnlyList<(long Sent, long Received)>>? AnalyticBytes = null, bool SingleDevice = false)
 {
-    /// <summary>True when the method can run <paramref name="shape"/> (mask, world size, head split such as Ulysses' W | H).</summary>
-    public bool CanRun(BenchShape shape) =>
+    /// <summary>
+    /// True when the method can run <paramref name="shape"/> (mask, world size, head split such as Ulysses' W | H), with
+    /// packed documents when <paramref name="documents"/>.
+    /// </summary>
+    public bool CanRun(BenchShape shape, bool documents = false) =>
         (SingleDevice ? shape.WorldSize == 1 : true)
         && (shape.Causal ? Method.Supports.Causal : Method.Supports.Unmasked)
+        && (!documents || Method.Supports.SupportsDocuments(shape.Causal))
         && Method.Unsupported(shape.WorldSize, shape.Heads, shape.KvHeads) is null;
 }
 
@@ -25,7 +29,7 @@ public sealed record SweepPlan(
     IReadOnlyList<bool> Causal, IReadOnlyList<ScalarType> Dtypes,
     int Batch = 1, int Heads = 2, int KvHeads = 2, int HeadDim = 64, int BlockSize = 64,
     int? ThreadsPerRank = null, int Warmup = 1, int Iterations = 5,
-    double MaxIterationSeconds = 10, double MemoryBudgetBytes = 12e9, double[]? Decay = null)
+    double MaxIterationSeconds = 10, double MemoryBudgetBytes = 12e9, double[]? Decay = null, string? Documents = null)
 {
     /// <summary>libtorch threads per rank: as given, else the cores shared evenly (at least 1).</summary>
     public int ThreadsFor(int worldSize) => ThreadsPerRank ?? Math.Max(1, Environment.ProcessorCount / worldSize);
@@ -109,9 +113,9 @@ public sealed class BenchSweep(IBenchBackend backend, IReadOnlyDictionary<string
                         var cases = plan.SeqLens.Distinct().Order()
                             .Where(n => n % worldSize == 0)
                             .Select(n => new BenchShape(plan.Batch, plan.Heads, kvHeads, n, plan.HeadDim, plan.BlockSize, causal, worldSize))
-                            .Where(method.CanRun)
+                            .Where(shape => method.CanRun(shape, plan.Documents is not null))
                             .Select(s => new BenchCase(name, method.Algorithm, backend.Name, s, dtype, plan.ThreadsFor(worldSize),
-                                plan.Warmup, plan.Iterations, linear ? plan.Decay : null))
+                                plan.Warmup, plan.Iterations, linear ? plan.Decay : null, plan.Documents))
                             .ToList();
                         if (cases.Count > 0) yield return cases;
                     }

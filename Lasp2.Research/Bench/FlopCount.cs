@@ -1,3 +1,4 @@
+using Lasp2.Reference;
 using Lasp2.Research.Attention;
 
 namespace Lasp2.Research.Bench;
@@ -38,11 +39,17 @@ public static class FlopCount
         "2 flops per multiply-add; matrix products only; causal = only the pairs the mask keeps (n(n+1)/2 per n x n block); " +
         "backward = 2 x forward (dA and dB per product C = AB); fwd+bwd = 3 x forward; each method's own algorithm";
 
-    /// <summary>Forward + backward flops of one layer (all ranks together).</summary>
-    public static double ForwardBackward(FlopAlgorithm algorithm, BenchShape shape) => 3 * Forward(algorithm, shape);
+    /// <summary>Forward + backward flops of one layer (all ranks together), with packed <paramref name="documents"/> if given.</summary>
+    public static double ForwardBackward(FlopAlgorithm algorithm, BenchShape shape, DocumentBoundaries? documents = null) =>
+        3 * Forward(algorithm, shape, documents);
 
-    /// <summary>Forward flops of one layer (all ranks together).</summary>
-    public static double Forward(FlopAlgorithm algorithm, BenchShape shape)
+    /// <summary>
+    /// Forward flops of one layer (all ranks together). With packed <paramref name="documents"/> the pair-wise algorithms
+    /// keep only the pairs inside a document (sum over documents of n_d(n_d+1)/2 causal, n_d^2 unmasked): the work
+    /// a method that skips fully masked blocks approaches, and the only work the convention credits. The chunked
+    /// linear form does the same products with or without documents (a document start is a mask, not a product).
+    /// </summary>
+    public static double Forward(FlopAlgorithm algorithm, BenchShape shape, DocumentBoundaries? documents = null)
     {
         Validate(shape);
         double d = shape.HeadDim;
@@ -51,9 +58,17 @@ public static class FlopCount
         {
             FlopAlgorithm.ChunkedLinear => rows * ChunkedPerHead(shape.SeqLen, shape.WorldSize, shape.BlockSize, d, shape.Causal),
             // O = (Q K^T (.) M) V and softmax(Q K^T) V: one d_k product and one d_v product per kept pair.
-            FlopAlgorithm.LeftProductLinear or FlopAlgorithm.Softmax => rows * 2 * Pairs(shape.SeqLen, shape.Causal) * (d + d),
+            FlopAlgorithm.LeftProductLinear or FlopAlgorithm.Softmax => rows * 2 * DocumentPairs(shape, documents) * (d + d),
             _ => throw new ArgumentOutOfRangeException(nameof(algorithm), algorithm, "unknown FlopAlgorithm"),
         };
+    }
+
+    /// <summary>Query-key pairs inside the documents (one document: all N tokens).</summary>
+    static double DocumentPairs(BenchShape shape, DocumentBoundaries? documents)
+    {
+        if (documents is null) return Pairs(shape.SeqLen, shape.Causal);
+        documents.CheckLength(shape.SeqLen, nameof(documents));
+        return documents.Lengths.Sum(n => Pairs(n, shape.Causal));
     }
 
     /// <summary>Query-key pairs an n x n attention needs: n(n+1)/2 causal, n^2 unmasked.</summary>

@@ -19,6 +19,11 @@ namespace Lasp2.Research.Kernels;
 ///   s_b = sum_j lambda^(L-1-j) k_j^T v_j,  S_b = lambda^L S_{b-1} + s_b (S_{-1} = S_0; the StatePrefix fold)
 ///   o_i = lambda^(i'+1) q_i S_{b-1} + sum_{j&lt;=i in b} lambda^(i-j) (q_i . k_j) v_j
 /// Unmasked (lambda = 1): o_i = q_i (S_0 + K^T V).
+/// Packed documents (causal only): <c>segments</c> = seg of the shard (<see cref="Masks.Segments"/>, int64 [C]) or null.
+/// Then q_i reads the state entering its block only if no document starts in the block up to i, k_j enters the
+/// block's summary only if none starts after j in it, gamma_b = 0 for a block holding a start, D_L keeps pairs of one
+/// document, and the outer state reaches a block only if no start lies between it and the block (so a start inside the
+/// shard also cuts the outer prefix / suffix).
 /// Phases: forward <see cref="ForwardStates"/> -> <see cref="DiagonalOutput"/> (needs no outer state) ->
 /// <see cref="StatesSeen"/> + <see cref="StateOutput"/>; backward <see cref="BackwardStates"/> ->
 /// <see cref="DiagonalGradients"/> -> <see cref="StateGradients"/>. LASP-2 starts its AllGather after phase 1 and
@@ -36,10 +41,10 @@ public static class ChunkedLinearAttention
     /// <paramref name="blockSize"/> &gt;= 1 (need not divide C); decay null means 1; decay needs causal.
     /// </summary>
     public static (Tensor Output, Tensor State) Forward(Tensor q, Tensor k, Tensor v, double[]? decay, int blockSize,
-                                                        bool causal = true, Tensor? initialState = null)
+                                                        bool causal = true, Tensor? initialState = null, Tensor? segments = null)
     {
         using var scope = NewDisposeScope();
-        var (output, state, _) = ForwardKeepingStates(q, k, v, decay, blockSize, causal, initialState);
+        var (output, state, _) = ForwardKeepingStates(q, k, v, decay, blockSize, causal, initialState, segments);
         return (output.MoveToOuterDisposeScope(), state.MoveToOuterDisposeScope());
     }
 
@@ -49,16 +54,16 @@ public static class ChunkedLinearAttention
     /// caching policy as LASP-2, which keeps them between its forward and backward.
     /// </summary>
     public static (Tensor Output, Tensor State, Tensor Seen) ForwardKeepingStates(Tensor q, Tensor k, Tensor v, double[]? decay,
-        int blockSize, bool causal = true, Tensor? initialState = null)
+        int blockSize, bool causal = true, Tensor? initialState = null, Tensor? segments = null)
     {
-        var lambda = Check(q, k, v, decay, blockSize, causal);
+        var lambda = Check(q, k, v, decay, blockSize, causal, segments);
         using var scope = NewDisposeScope();
-        var states = ForwardStates(k, v, lambda, blockSize, causal);
-        var diagonal = DiagonalOutput(q, k, v, states, lambda, blockSize);
-        var seen = StatesSeen(states, initialState, lambda, blockSize, q, fromStart: true, reuseLocal: true);
-        var output = StateOutput(q, seen, lambda, blockSize, addTo: diagonal);
+        var states = ForwardStates(k, v, lambda, blockSize, causal, segments);
+        var diagonal = DiagonalOutput(q, k, v, states, lambda, blockSize, segments);
+        var seen = StatesSeen(states, initialState, lambda, blockSize, q, fromStart: true, segments, reuseLocal: true);
+        var output = StateOutput(q, seen, lambda, blockSize, addTo: diagonal, segments);
         var state = initialState is null ? states.Total
-            : states.Total.Plus(Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * initialState);
+            : states.Total.Plus(Transition(lambda, q, segments) * initialState);
         return (output.MoveToOuterDisposeScope(), state.MoveToOuterDisposeScope(), seen.MoveToOuterDisposeScope());
     }
 
@@ -69,32 +74,32 @@ public static class ChunkedLinearAttention
     /// </summary>
     public static (Tensor DQ, Tensor DK, Tensor DV, Tensor DInitialState) Backward(
         Tensor q, Tensor k, Tensor v, Tensor dO, double[]? decay, int blockSize, bool causal = true,
-        Tensor? initialState = null, Tensor? dState = null, Tensor? seen = null)
+        Tensor? initialState = null, Tensor? dState = null, Tensor? seen = null, Tensor? segments = null)
     {
-        var lambda = Check(q, k, v, decay, blockSize, causal);
+        var lambda = Check(q, k, v, decay, blockSize, causal, segments);
         using var scope = NewDisposeScope();
         // Unmasked, the diagonal part needs the forward total m, which the cached states do not hold.
-        var forward = seen is null || !causal ? ForwardStates(k, v, lambda, blockSize, causal) : null;
-        var backward = BackwardStates(q, dO, lambda, blockSize, causal);
-        var diagonal = DiagonalGradients(q, k, v, dO, forward?.Total ?? backward.Total, backward, lambda, blockSize);
-        var entering = seen ?? StatesSeen(forward!, initialState, lambda, blockSize, q, fromStart: true, reuseLocal: true);
-        var leaving = StatesSeen(backward, dState, lambda, blockSize, q, fromStart: false, reuseLocal: true);
-        var (dq, dk, dv) = StateGradients(k, v, dO, entering, leaving, lambda, blockSize, addTo: diagonal);
+        var forward = seen is null || !causal ? ForwardStates(k, v, lambda, blockSize, causal, segments) : null;
+        var backward = BackwardStates(q, dO, lambda, blockSize, causal, segments);
+        var diagonal = DiagonalGradients(q, k, v, dO, forward?.Total ?? backward.Total, backward, lambda, blockSize, segments);
+        var entering = seen ?? StatesSeen(forward!, initialState, lambda, blockSize, q, fromStart: true, segments, reuseLocal: true);
+        var leaving = StatesSeen(backward, dState, lambda, blockSize, q, fromStart: false, segments, reuseLocal: true);
+        var (dq, dk, dv) = StateGradients(k, v, dO, entering, leaving, lambda, blockSize, addTo: diagonal, segments);
         var dInitial = dState is null ? backward.Total
-            : backward.Total.Plus(Masks.DecayPower(lambda, q.shape[2], q.dtype, q.device) * dState);
+            : backward.Total.Plus(Transition(lambda, q, segments) * dState);
         return (dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(),
                 dv.MoveToOuterDisposeScope(), dInitial.MoveToOuterDisposeScope());
     }
 
     /// <summary>Forward phase 1: block summaries folded into the state entering each block; Total = m.</summary>
-    public static BlockStates ForwardStates(Tensor k, Tensor v, double[] lambda, int blockSize, bool causal)
+    public static BlockStates ForwardStates(Tensor k, Tensor v, double[] lambda, int blockSize, bool causal, Tensor? segments = null)
     {
         ComputeMeter.Add(PhaseFlops.StateProduct(k.shape[0] * k.shape[1], k.shape[2], k.shape[3], v.shape[3]));
         // Alg. 2 step 1 (unmasked, Alg. 1): M_t = K_t^T V_t
         if (!causal) return new BlockStates(null, k.transpose(-2, -1).matmul(v));            // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
         // s_b = sum_j lambda^(L-1-j) k_j^T v_j;  S_b = lambda^L S_{b-1} + s_b: entering states and the summary m
-        var (summaries, gammas) = BlockSummaries(k, v, lambda, blockSize, keySide: true);
+        var (summaries, gammas) = BlockSummaries(k, v, lambda, blockSize, keySide: true, segments);
         var (prefixes, total) = StatePrefix.Exclusive(summaries, gammas, dim: 2);
         return new BlockStates(prefixes.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
     }
@@ -104,12 +109,13 @@ public static class ChunkedLinearAttention
     /// diagonal blocks (Q_b K_b^T (.) D_L) V_b, masked inside the block; unmasked, Q m. [B,H,C,Dv]
     /// Each segment of blocks is written into the output as it is computed; its temporaries are freed at once.
     /// </summary>
-    public static Tensor DiagonalOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize)
+    public static Tensor DiagonalOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize,
+                                        Tensor? segments = null)
     {
         ComputeMeter.Add(PhaseFlops.DiagonalForward(q.shape[0] * q.shape[1], q.shape[2], k.shape[3], v.shape[3], blockSize, states.Blocks is not null));
         if (states.Blocks is null) return q.matmul(states.Total);                            // Alg. 1: Q_t M_t
         var output = empty(q.shape[0], q.shape[1], q.shape[2], v.shape[3], dtype: q.dtype, device: q.device);
-        var decays = new BlockDecays(lambda, blockSize, q);
+        var decays = new BlockDecays(lambda, blockSize, q, segments);
         foreach (var segment in Segments(q, v.shape[3], blockSize))
         {
             using var scope = NewDisposeScope();
@@ -126,10 +132,11 @@ public static class ChunkedLinearAttention
     /// S_{b-1} + lambda^(start_b) S_0 [B,H,nb,Dk,Dv]; backward: dS_b + lambda^(C-end_b) dState. Unmasked: the outer
     /// state itself [B,H,Dk,Dv] (the local one is in the diagonal part). With <paramref name="reuseLocal"/> the outer
     /// term is added into local.Blocks in place (for callers that no longer need the local states: one [B,H,nb,Dk,Dv]
-    /// tensor less at the peak).
+    /// tensor less at the peak). With <paramref name="segments"/>, the outer state reaches block b only if no document
+    /// starts between them.
     /// </summary>
     public static Tensor StatesSeen(BlockStates local, Tensor? outer, double[] lambda, int blockSize, Tensor like, bool fromStart,
-                                    bool reuseLocal = false)
+                                    Tensor? segments = null, bool reuseLocal = false)
     {
         if (local.Blocks is null) return outer ?? zeros_like(local.Total);
         if (outer is null) return local.Blocks;
@@ -138,6 +145,17 @@ public static class ChunkedLinearAttention
         var exponents = Enumerable.Range(0, (int)blocks)
             .Select(j => (double)(fromStart ? j * blockSize : n - Math.Min(n, (j + 1L) * blockSize))).ToArray();
         var decay = Powers(lambda, tensor(exponents, dtype: like.dtype, device: like.device), blocked: true);  // [1,H,1,nb,1]
+        if (segments is not null)
+        {
+            // the outer state reaches block b only if no document starts between them: forward seg(start_b - 1) = 0,
+            // backward seg(end_b - 1) = seg(C - 1)
+            var positions = Enumerable.Range(0, (int)blocks)
+                .Select(j => fromStart ? j * (long)blockSize : Math.Min(n, (j + 1L) * blockSize) - 1).ToArray();
+            using var index = tensor(positions, dtype: int64, device: like.device);
+            var reaches = fromStart ? Previous(segments).index_select(0, index).IsEqualTo(0)
+                                    : segments.index_select(0, index).eq(segments.narrow(0, n - 1, 1)); // [nb]
+            decay = decay * reaches.to(like.dtype).view(1, 1, 1, -1, 1);
+        }
         var term = decay.transpose(2, 3) * outer.unsqueeze(2);                                               // [B,H,nb,Dk,Dv]
         if (!reuseLocal) return local.Blocks.Plus(term).MoveToOuterDisposeScope();
         local.Blocks.PlusInPlace(term);
@@ -149,7 +167,7 @@ public static class ChunkedLinearAttention
     /// lambda^(i'+1) q_i S_seen(b); unmasked, Q S_outer. [B,H,C,Dv], added in place into <paramref name="addTo"/>
     /// when given (e.g. the <see cref="DiagonalOutput"/>, which is then returned) so no second output is allocated.
     /// </summary>
-    public static Tensor StateOutput(Tensor q, Tensor seen, double[] lambda, int blockSize, Tensor? addTo = null)
+    public static Tensor StateOutput(Tensor q, Tensor seen, double[] lambda, int blockSize, Tensor? addTo = null, Tensor? segments = null)
     {
         ComputeMeter.Add(PhaseFlops.StateProduct(q.shape[0] * q.shape[1], q.shape[2], q.shape[3], seen.shape[^1]));
         var output = addTo ?? zeros(q.shape[0], q.shape[1], q.shape[2], seen.shape[^1], dtype: q.dtype, device: q.device);
@@ -158,7 +176,7 @@ public static class ChunkedLinearAttention
             using var unmasked = NewDisposeScope();
             return output.PlusInPlace(q.matmul(seen));                                        // O += Q S_outer
         }
-        var decays = new BlockDecays(lambda, blockSize, q);
+        var decays = new BlockDecays(lambda, blockSize, q, segments);
         foreach (var segment in Segments(q, seen.shape[^1], blockSize))
         {
             using var scope = NewDisposeScope();
@@ -173,14 +191,14 @@ public static class ChunkedLinearAttention
     /// Backward phase 1: per-block q-side summaries d_b = sum_i lambda^(i'+1) q_i^T do_i folded into the
     /// gradient leaving each block from later blocks; Total = dm = sum_i lambda^(i+1) q_i^T do_i.
     /// </summary>
-    public static BlockStates BackwardStates(Tensor q, Tensor dO, double[] lambda, int blockSize, bool causal)
+    public static BlockStates BackwardStates(Tensor q, Tensor dO, double[] lambda, int blockSize, bool causal, Tensor? segments = null)
     {
         ComputeMeter.Add(PhaseFlops.StateProduct(q.shape[0] * q.shape[1], q.shape[2], q.shape[3], dO.shape[3]));
         // Alg. 3 / Alg. 4 step 1: dM_t = Q_t^T dO_t
         if (!causal) return new BlockStates(null, q.transpose(-2, -1).matmul(dO));           // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
         // d_b = sum_i lambda^(i'+1) q_i^T do_i;  dS_{b-1} = lambda^L dS_b + d_b: leaving gradients and dm
-        var (summaries, gammas) = BlockSummaries(q, dO, lambda, blockSize, keySide: false);
+        var (summaries, gammas) = BlockSummaries(q, dO, lambda, blockSize, keySide: false, segments);
         var (suffixes, total) = StatePrefix.ExclusiveSuffix(summaries, gammas, dim: 2);
         return new BlockStates(suffixes.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
     }
@@ -193,7 +211,7 @@ public static class ChunkedLinearAttention
     /// as it is computed and its temporaries are freed at once: the peak is the three results plus one segment.
     /// </summary>
     public static (Tensor DQ, Tensor DK, Tensor DV) DiagonalGradients(Tensor q, Tensor k, Tensor v, Tensor dO,
-        Tensor state, BlockStates backward, double[] lambda, int blockSize)
+        Tensor state, BlockStates backward, double[] lambda, int blockSize, Tensor? segments = null)
     {
         ComputeMeter.Add(PhaseFlops.DiagonalBackward(q.shape[0] * q.shape[1], q.shape[2], k.shape[3], v.shape[3], blockSize, backward.Blocks is not null));
         if (backward.Blocks is null)
@@ -204,7 +222,7 @@ public static class ChunkedLinearAttention
                     k.matmul(backward.Total).MoveToOuterDisposeScope());
         }
         var (dq, dk, dv) = (Like(q), Like(k), Like(v));
-        var decays = new BlockDecays(lambda, blockSize, q);
+        var decays = new BlockDecays(lambda, blockSize, q, segments);
         foreach (var segment in Segments(q, v.shape[3], blockSize))
         {
             using var scope = NewDisposeScope();
@@ -228,7 +246,7 @@ public static class ChunkedLinearAttention
     /// <see cref="DiagonalGradients"/>, which are then returned), segment by segment, so no second set is allocated.
     /// </summary>
     public static (Tensor DQ, Tensor DK, Tensor DV) StateGradients(Tensor k, Tensor v, Tensor dO, Tensor entering,
-        Tensor leaving, double[] lambda, int blockSize, (Tensor DQ, Tensor DK, Tensor DV)? addTo = null)
+        Tensor leaving, double[] lambda, int blockSize, (Tensor DQ, Tensor DK, Tensor DV)? addTo = null, Tensor? segments = null)
     {
         ComputeMeter.Add(3 * PhaseFlops.StateProduct(k.shape[0] * k.shape[1], k.shape[2], k.shape[3], v.shape[3]));
         var (dq, dk, dv) = addTo ?? (zeros(k.shape, dtype: k.dtype, device: k.device), zeros(k.shape, dtype: k.dtype, device: k.device),
@@ -241,7 +259,7 @@ public static class ChunkedLinearAttention
             dv.PlusInPlace(k.matmul(leaving));                                                // dV += K G
             return (dq, dk, dv);
         }
-        var decays = new BlockDecays(lambda, blockSize, k);
+        var decays = new BlockDecays(lambda, blockSize, k, segments);
         foreach (var segment in Segments(k, v.shape[3], blockSize))
         {
             using var scope = NewDisposeScope();
@@ -259,10 +277,11 @@ public static class ChunkedLinearAttention
     /// The whole shard's output from a zero initial state (diagonal plus in-shard inter-block terms) [B,H,C,Dv],
     /// for callers that add the outer state's term themselves (<see cref="InitialStateOutput"/>).
     /// </summary>
-    public static Tensor IntraOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize)
+    public static Tensor IntraOutput(Tensor q, Tensor k, Tensor v, BlockStates states, double[] lambda, int blockSize,
+                                     Tensor? segments = null)
     {
-        var diagonal = DiagonalOutput(q, k, v, states, lambda, blockSize);
-        return states.Blocks is null ? diagonal : StateOutput(q, states.Blocks, lambda, blockSize, addTo: diagonal);
+        var diagonal = DiagonalOutput(q, k, v, states, lambda, blockSize, segments);
+        return states.Blocks is null ? diagonal : StateOutput(q, states.Blocks, lambda, blockSize, addTo: diagonal, segments);
     }
 
     /// <summary>
@@ -278,11 +297,11 @@ public static class ChunkedLinearAttention
 
     /// <summary>dQ, dK, dV of the shard with zero initial state and zero final-state gradient (diagonal plus in-shard terms).</summary>
     public static (Tensor DQ, Tensor DK, Tensor DV) IntraGradients(Tensor q, Tensor k, Tensor v, Tensor dO,
-        BlockStates forward, BlockStates backward, double[] lambda, int blockSize)
+        BlockStates forward, BlockStates backward, double[] lambda, int blockSize, Tensor? segments = null)
     {
-        var diagonal = DiagonalGradients(q, k, v, dO, forward.Total, backward, lambda, blockSize);
+        var diagonal = DiagonalGradients(q, k, v, dO, forward.Total, backward, lambda, blockSize, segments);
         return forward.Blocks is null || backward.Blocks is null ? diagonal
-            : StateGradients(k, v, dO, forward.Blocks, backward.Blocks, lambda, blockSize, addTo: diagonal);
+            : StateGradients(k, v, dO, forward.Blocks, backward.Blocks, lambda, blockSize, addTo: diagonal, segments);
     }
 
     /// <summary>
@@ -303,22 +322,38 @@ public static class ChunkedLinearAttention
     }
 
     /// <summary>Validates inputs; returns the per-head lambdas. Exposed for methods built on this kernel.</summary>
-    public static double[] Check(Tensor q, Tensor k, Tensor v, double[]? decay, int blockSize, bool causal)
+    public static double[] Check(Tensor q, Tensor k, Tensor v, double[]? decay, int blockSize, bool causal, Tensor? segments = null)
     {
         var lambda = Guards.LinearAttentionInputs(q, k, v, causal, decay);
         Guards.AtLeast(blockSize, 1, nameof(blockSize));
+        if (segments is not null && !causal)
+            throw new ArgumentException("document segments need the causal mask in the chunked kernel; pass causal: true.", nameof(segments));
+        if (segments is not null && (segments.dim() != 1 || segments.shape[0] != q.shape[2]))
+            throw new ArgumentException(
+                $"segments must be int64 [C] with C = {q.shape[2]} (one entry per token); got {Guards.Shape(segments)}.", nameof(segments));
         return lambda;
     }
 
     /// <summary>
-    /// Per-block sum_j w_j a_j^T b_j [B,H,nb,Da,Db] with key-side weights w_j = lambda^(L-1-j) (forward states)
-    /// or query-side w_i = lambda^(i'+1) (backward states), and each block's transition gamma_b = lambda^L [1,H,nb,1,1].
+    /// The transition across the whole shard [1,H,1,1]: lambda^C, or 0 when a document starts in it (seg(C-1) &gt; 0).
     /// </summary>
-    static (Tensor Summaries, Tensor Gammas) BlockSummaries(Tensor a, Tensor b, double[] lambda, int blockSize, bool keySide)
+    public static Tensor Transition(double[] lambda, Tensor like, Tensor? segments)
+    {
+        var power = Masks.DecayPower(lambda, like.shape[2], like.dtype, like.device);
+        return segments is null || segments[like.shape[2] - 1].item<long>() == 0 ? power : zeros_like(power);
+    }
+
+    /// <summary>
+    /// Per-block sum_j w_j a_j^T b_j [B,H,nb,Da,Db] with key-side weights w_j = lambda^(L-1-j) (forward states)
+    /// or query-side w_i = lambda^(i'+1) (backward states), and each block's transition gamma_b = lambda^L [1,H,nb,1,1]
+    /// (0 for a block holding a document start: its state starts from zero).
+    /// </summary>
+    static (Tensor Summaries, Tensor Gammas) BlockSummaries(Tensor a, Tensor b, double[] lambda, int blockSize, bool keySide,
+                                                            Tensor? segments)
     {
         long n = a.shape[2], full = n / blockSize, tail = n % blockSize;
         var summaries = empty([a.shape[0], a.shape[1], full + (tail > 0 ? 1 : 0), a.shape[3], b.shape[3]], dtype: a.dtype, device: a.device);
-        var decays = new BlockDecays(lambda, blockSize, a);
+        var decays = new BlockDecays(lambda, blockSize, a, segments);
         foreach (var segment in Segments(a, b.shape[3], blockSize))
         {
             using var scope = NewDisposeScope();
@@ -328,6 +363,7 @@ public static class ChunkedLinearAttention
         }
         var gammas = Masks.DecayPower(lambda, blockSize, a.dtype, a.device).unsqueeze(2).expand(1, lambda.Length, full, 1, 1);
         if (tail > 0) gammas = cat([gammas, Masks.DecayPower(lambda, tail, a.dtype, a.device).unsqueeze(2)], 2);
+        if (decays.Carries is { } carries) gammas = gammas * carries.view(1, 1, -1, 1, 1);
         return (summaries, gammas);
     }
 
@@ -381,17 +417,26 @@ public static class ChunkedLinearAttention
     /// <summary>
     /// The decay factors of one call, per head and block length (full blocks, tail): D_L (lambda^(i-j) on and below the
     /// diagonal), query weights lambda^(i'+1) and key weights lambda^(L-1-j). A head with lambda = 1 applies only the
-    /// causal mask, in place, and no weights.
+    /// causal mask, in place, and no weights. With documents, the three seg rules per block, shared by every
+    /// (batch, head) row: D_L keeps pairs of one document, q_i reads the entering state only in its segment, k_j reaches
+    /// the leaving state only in the last one.
     /// </summary>
     sealed class BlockDecays
     {
         readonly double[] lambda;
+        readonly long blockSize;
         readonly Dictionary<long, (Tensor Mask, Tensor Query, Tensor Key)> tables = [];
+        readonly Dictionary<long, (Tensor Same, Tensor Reads, Tensor Enters)> documents = [];
+
+        /// <summary>Per block, 1 when no document starts in it (its transition carries the entering state), else 0 [nb]; null without documents.</summary>
+        public Tensor? Carries { get; }
 
         /// <summary>Builds the tables of the lengths <paramref name="like"/> [B,H,C,D] has, once, outside the segment scopes.</summary>
-        public BlockDecays(double[] lambda, long blockSize, Tensor like)
+        public BlockDecays(double[] lambda, long blockSize, Tensor like, Tensor? segments = null)
         {
             this.lambda = lambda;
+            this.blockSize = blockSize;
+            if (segments is not null) Carries = DocumentTables(segments, like);
             if (lambda.All(l => l == 1.0)) return;
             foreach (long length in new[] { blockSize, like.shape[2] % blockSize }.Where(l => l > 0 && l <= like.shape[2]).Distinct())
             {
@@ -401,26 +446,75 @@ public static class ChunkedLinearAttention
             }
         }
 
+        /// <summary>
+        /// seg per block for the full blocks and the tail: Same [nb,L,L] (seg(i) = seg(j)), Reads [nb,L,1] (seg(i) = seg of
+        /// the state entering the block), Enters [nb,L,1] (seg(j) = seg of the block's last token); returns Carries.
+        /// </summary>
+        Tensor DocumentTables(Tensor segments, Tensor like)
+        {
+            long n = like.shape[2], full = n / blockSize, tail = n % blockSize;
+            var previous = Previous(segments);
+            var carries = new List<Tensor>();
+            foreach (var (start, count, length) in new[] { (0L, full, blockSize), (full * blockSize, 1L, tail) }.Where(p => p.Item2 > 0 && p.Item3 > 0))
+            {
+                var blocked = segments.narrow(0, start, count * length).view(count, length);                       // [n,L]
+                var entering = previous.narrow(0, start, count * length).view(count, length).narrow(1, 0, 1);       // [n,1]
+                var last = blocked.narrow(1, length - 1, 1);                                                         // [n,1]
+                documents[length] = (blocked.unsqueeze(-1).eq(blocked.unsqueeze(-2)).to(like.dtype),               // [n,L,L]
+                                     blocked.eq(entering).to(like.dtype).unsqueeze(-1),                              // [n,L,1]
+                                     blocked.eq(last).to(like.dtype).unsqueeze(-1));                                 // [n,L,1]
+                carries.Add(last.eq(entering).to(like.dtype).view(-1));                                              // [n]
+            }
+            return cat(carries, 0);
+        }
+
         public HeadDecay For(Segment s)
         {
-            if (lambda[s.Head] == 1.0) return new HeadDecay(true, null, null, null);
+            Tensor? same = null, reads = null, enters = null;
+            if (documents.TryGetValue(s.Length, out var document))
+            {
+                long first = s.Length == blockSize ? s.First : 0;                                  // the tail has its own table
+                (same, reads, enters) = (document.Same.narrow(0, first, s.Count), document.Reads.narrow(0, first, s.Count),
+                                         document.Enters.narrow(0, first, s.Count));
+            }
+            if (lambda[s.Head] == 1.0) return new HeadDecay(true, null, null, null, same, reads, enters);
             var table = tables[s.Length];
-            return new HeadDecay(false, table.Mask[s.Head], table.Query[s.Head], table.Key[s.Head]);
+            return new HeadDecay(false, table.Mask[s.Head], table.Query[s.Head], table.Key[s.Head], same, reads, enters);
         }
     }
 
-    /// <summary>One head's factors for one block length (all null when lambda = 1).</summary>
-    readonly record struct HeadDecay(bool Unit, Tensor? MaskTable, Tensor? QueryWeights, Tensor? KeyWeights)
+    /// <summary>
+    /// One head's factors for one block length (decay null when lambda = 1), and the segment's document factors
+    /// (null without documents).
+    /// </summary>
+    readonly record struct HeadDecay(bool Unit, Tensor? MaskTable, Tensor? QueryWeights, Tensor? KeyWeights,
+                                     Tensor? Same, Tensor? Reads, Tensor? Enters)
     {
-        /// <summary>scores (.) D_L in place [n,L,L]: lower triangle kept (a token sees itself), decayed.</summary>
-        public Tensor Mask(Tensor scores) => Unit ? scores.tril_() : scores.mul_(MaskTable!);
+        /// <summary>scores (.) D_L in place [n,L,L]: lower triangle kept (a token sees itself), decayed; one document only.</summary>
+        public Tensor Mask(Tensor scores)
+        {
+            var masked = Unit ? scores.tril_() : scores.mul_(MaskTable!);
+            return Same is null ? masked : masked.mul_(Same);
+        }
 
-        /// <summary>Rows scaled by lambda^(i'+1) [n,L,D] (in place when the rows are a temporary).</summary>
-        public Tensor Query(Tensor rows) => Unit ? rows : rows * QueryWeights!;
+        /// <summary>Rows scaled by lambda^(i'+1) [n,L,D], zero where q_i cannot read the entering state.</summary>
+        public Tensor Query(Tensor rows)
+        {
+            var weighted = Unit ? rows : rows * QueryWeights!;
+            return Reads is null ? weighted : weighted * Reads;
+        }
 
-        /// <summary>Rows scaled by lambda^(L-1-j) [n,L,D].</summary>
-        public Tensor Key(Tensor rows) => Unit ? rows : rows * KeyWeights!;
+        /// <summary>Rows scaled by lambda^(L-1-j) [n,L,D], zero where k_j cannot reach the leaving state.</summary>
+        public Tensor Key(Tensor rows)
+        {
+            var weighted = Unit ? rows : rows * KeyWeights!;
+            return Enters is null ? weighted : weighted * Enters;
+        }
     }
+
+    /// <summary>seg(i - 1) for every token i (0 for the first): the segment of the state entering at i. int64 [C]</summary>
+    static Tensor Previous(Tensor segments) =>
+        cat([zeros_like(segments.narrow(0, 0, 1)), segments.narrow(0, 0, segments.shape[0] - 1)]);
 
     /// <summary>lambda_h^e per exponent e: [1,H,1,L,1] (blocked) or [1,H,L,1].</summary>
     static Tensor Powers(double[] lambda, Tensor exponents, bool blocked)

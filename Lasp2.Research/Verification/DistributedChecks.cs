@@ -9,24 +9,25 @@ namespace Lasp2.Research.Verification;
 /// <summary>
 /// One distributed verification: method, world size, mask, decay, layout, dtype, shape, block, seed.
 /// Defaults are awkward on purpose: N = 112 gives shards of 112/W tokens that are not multiples of the
-/// block (16) for W = 2, 4, 8, and Dk != Dv.
+/// block (16) for W = 2, 4, 8, and Dk != Dv. <paramref name="Documents"/>: packed documents over the Seq tokens, or null.
 /// </summary>
 public sealed record DistributedCheckConfig(
     string Method = "lasp2", int WorldSize = 4, bool Causal = true, double Decay = 0.9, Layout Layout = Layout.Contiguous,
     ScalarType Dtype = ScalarType.Float64, int Batch = 2, int Heads = 4, int KvHeads = 4, int Seq = 112, int DimK = 16,
-    int DimV = 12, int BlockSize = 16, long Seed = 20250211)
+    int DimV = 12, int BlockSize = 16, long Seed = 20250211, DocumentBoundaries? Documents = null)
 {
     /// <summary>Per-head decays lambda_h = Decay^(1 + h/H) (heads differ), or null without decay (Decay = 1 or unmasked).</summary>
     public double[]? HeadDecays() =>
         !Causal || Decay == 1.0 ? null : Enumerable.Range(0, Heads).Select(h => Math.Pow(Decay, 1.0 + (double)h / Heads)).ToArray();
 
     /// <summary>Method options of this configuration.</summary>
-    public AttentionOptions Options => new(Causal, HeadDecays(), Layout, BlockSize);
+    public AttentionOptions Options => new(Causal, HeadDecays(), Layout, BlockSize, Documents: Documents);
 
     /// <summary>Short label for tables.</summary>
     public string Label =>
         $"{Method} W={WorldSize} {(Causal ? "causal" : "no mask")} decay={(HeadDecays() is null ? "1" : Decay.ToString("0.###"))} " +
-        $"{Layout.ToString().ToLowerInvariant()} {Dtype.ToString().ToLowerInvariant()} N={Seq}";
+        $"{Layout.ToString().ToLowerInvariant()} {Dtype.ToString().ToLowerInvariant()} N={Seq}" +
+        (Documents is { } d ? $" documents={d.Count}" : "");
 }
 
 /// <summary>Global tensors of one run (inputs, the method's unsharded results, the reference's).</summary>
@@ -62,6 +63,8 @@ public static class DistributedChecks
         if (config.Causal ? !s.Causal : !s.Unmasked) return $"{method.Name} has no {(config.Causal ? "causal" : "unmasked")} form";
         if (config.HeadDecays() is not null && !s.Decay) return $"{method.Name} has no decay";
         if (!s.Layouts.Contains(config.Layout)) return $"{method.Name} has no {config.Layout} layout";
+        if (config.Documents is not null && !s.SupportsDocuments(config.Causal))
+            return $"{method.Name} has no packed documents{(config.Causal ? "" : " without the causal mask")}";
         if (config.KvHeads != config.Heads && !s.GroupedKv) return $"{method.Name} needs KvHeads = Heads";
         if (method.Unsupported(config.WorldSize, config.Heads, s.Kind == AttentionKind.Softmax ? config.KvHeads : config.Heads)
             is { } shape) return shape;
@@ -136,12 +139,15 @@ public static class DistributedChecks
         var c = report.Config;
         string folder = Path.Combine(directory,
             $"{c.Method}_W{c.WorldSize}_{(c.Causal ? "causal" : "nomask")}_decay{(c.HeadDecays() is null ? "1" : c.Decay.ToString("0.###"))}" +
-            $"_{c.Layout.ToString().ToLowerInvariant()}_{c.Dtype.ToString().ToLowerInvariant()}_N{c.Seq}");
+            $"_{c.Layout.ToString().ToLowerInvariant()}_{c.Dtype.ToString().ToLowerInvariant()}_N{c.Seq}" +
+            (c.Documents is { } d ? $"_docs{d.Count}" : ""));
         Directory.CreateDirectory(folder);
         foreach (var (name, tensor) in report.Tensors.ByName)
             Npy.Write(Path.Combine(folder, name + ".npy"), tensor);
         if (c.HeadDecays() is { } decay)
             using (var lambda = tensor(decay, dtype: float64)) Npy.Write(Path.Combine(folder, "decay.npy"), lambda);
+        if (c.Documents is { } documents)
+            using (var cuSeqlens = tensor(documents.CuSeqlens.ToArray(), dtype: int64)) Npy.Write(Path.Combine(folder, "cu_seqlens.npy"), cuSeqlens);
         return folder;
     }
 
@@ -160,8 +166,8 @@ public static class DistributedChecks
 
     static Tensor Reference(Tensor[] x, DistributedCheckConfig c, AttentionKind kind) => kind switch
     {
-        AttentionKind.Softmax => SoftmaxAttention.Forward(x[0], x[1], x[2], c.Causal),
-        _ when c.Seq <= QuadraticReferenceLimit => LinearAttention.Quadratic(x[0], x[1], x[2], c.Causal, c.HeadDecays()),
-        _ => LinearAttention.Chunked(x[0], x[1], x[2], 64, c.Causal, c.HeadDecays()),
+        AttentionKind.Softmax => SoftmaxAttention.Forward(x[0], x[1], x[2], c.Causal, documents: c.Documents),
+        _ when c.Seq <= QuadraticReferenceLimit => LinearAttention.Quadratic(x[0], x[1], x[2], c.Causal, c.HeadDecays(), documents: c.Documents),
+        _ => LinearAttention.Chunked(x[0], x[1], x[2], 64, c.Causal, c.HeadDecays(), documents: c.Documents),
     };
 }
