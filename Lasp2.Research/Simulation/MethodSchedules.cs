@@ -54,7 +54,7 @@ public static class MethodSchedules
             "lasp2" => Lasp2(shape),
             "lasp1" => Lasp1(shape, rank),
             "ring-linear" or "ring-softmax" => Ring(shape, rank),
-            "allgather-cp" => AllGatherCp(shape),
+            "allgather-cp" => AllGatherCp(shape, rank),
             "ulysses-linear" or "ulysses-softmax" => Ulysses(shape),
             _ => throw new ArgumentException($"no schedule for method '{method}'; known: {string.Join(", ", Methods)}.", nameof(method)),
         };
@@ -159,15 +159,20 @@ public static class MethodSchedules
         return new(forward.Events, backward.Events);
     }
 
-    /// <summary>AllGather-CP (AllGatherContextParallel.cs): AllGather K,V; this rank's queries on all N keys; ReduceScatter dK,dV.</summary>
-    static LayerSchedule AllGatherCp(LayerShape s)
+    /// <summary>
+    /// AllGather-CP (AllGatherContextParallel.cs): AllGather K,V; each of this rank's pieces attends to the keys its mask
+    /// can reach (causal: up to the piece's end; unmasked: all N); ReduceScatter dK,dV.
+    /// </summary>
+    static LayerSchedule AllGatherCp(LayerShape s, int rank)
     {
         double rows = Rows(s);
+        var spans = SequenceLayout.Pieces(s.Seq, s.WorldSize, rank, s.Layout)
+                                  .Select(p => (Queries: p.Length, Keys: s.Causal ? p.Start + p.Length : s.Seq)).ToList();
         var forward = new TraceBuilder();
         forward.Blocking(CollectiveKind.AllGather, s.KeyValueBytes);
-        forward.Compute(PhaseFlops.BlockForward(rows, s.Local, s.Seq, s.DimK, s.DimV));
+        forward.Compute(spans.Sum(p => PhaseFlops.BlockForward(rows, p.Queries, p.Keys, s.DimK, s.DimV)));
         var backward = new TraceBuilder();
-        backward.Compute(PhaseFlops.BlockBackward(rows, s.Local, s.Seq, s.DimK, s.DimV));
+        backward.Compute(spans.Sum(p => PhaseFlops.BlockBackward(rows, p.Queries, p.Keys, s.DimK, s.DimV)));
         backward.Blocking(CollectiveKind.ReduceScatter, s.KeyValueBytes);
         return new(forward.Events, backward.Events);
     }
