@@ -213,7 +213,9 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             var supports = MethodRegistry.Get(method).Supports;
             // with --docs, an unspecified mask sweeps only the masks the method combines with documents
             var methodMasks = masks.Where(causal => s.Mask is not null
-                || ((causal ? supports.Causal : supports.Unmasked) && (documents is null || supports.SupportsDocuments(causal))));
+                || ((causal ? supports.Causal : supports.Unmasked) && (documents is null || supports.SupportsDocuments(causal)))).ToList();
+            // a method that takes documents with no mask is still requested once, so it is reported as not applicable, never skipped silently
+            if (methodMasks.Count == 0) methodMasks = [masks[0]];
             foreach (int worldSize in worlds)
                 foreach (bool causal in methodMasks)
                     foreach (double decay in (double[])(s.Decay is { } d ? [d] : causal && supports.Decay ? [0.9, 1.0] : [1.0]))
