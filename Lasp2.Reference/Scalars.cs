@@ -110,11 +110,7 @@ public static partial class Scalars
     }
 
     /// <summary>x -= y in place; returns x.</summary>
-    public static Tensor SubtractInPlace(this Tensor x, Tensor y)
-    {
-        using var minusOne = (-1.0).ToScalar();
-        return x.add_(y, minusOne);
-    }
+    public static Tensor SubtractInPlace(this Tensor x, Tensor y) => x.add_(y, MinusOne);
 
     /// <summary>start, start + step, ... up to (not including) stop, as <paramref name="dtype"/> on <paramref name="device"/>.</summary>
     public static Tensor Range(long start, long stop, ScalarType? dtype = null, Device? device = null, long step = 1)
