@@ -56,16 +56,25 @@ public class CheckpointTests
         }
     }
 
-    [Fact]
-    public void SavedAtSp4ResumedAtSp2ContinuesTheUninterruptedRun()
+    /// <summary>
+    /// Save at SP 4, resume at SP 2: the continuation is the uninterrupted SP 2 run. With documents joined the two agree
+    /// to 1e-12; with packed documents kept apart to 1e-10 only (measured 1.3e-11 on the embedding): SP 4 and SP 2 add
+    /// the per-document terms in different orders, and AdamW's m / (sqrt(v) + eps) magnifies that rounding in the
+    /// entries whose gradient is near eps.
+    /// </summary>
+    [Theory]
+    [InlineData(false, 1e-12)]
+    [InlineData(true, Compare.Float64Tolerance)]
+    public void SavedAtSp4ResumedAtSp2ContinuesTheUninterruptedRun(bool separateDocuments, double tolerance)
     {
+        var config = Config with { SeparateDocuments = separateDocuments };
         const int total = 4, saveAt = 2;
         var directory = Directory.CreateTempSubdirectory("lasp2-resume-").FullName;
         try
         {
             double[] Run(int sp, int from, int to, string? load, string? save) => ProcessGroups.RunInProcess(sp, group =>
             {
-                using var trainer = new Trainer(Config, Options, group, sp);
+                using var trainer = new Trainer(config, Options, group, sp);
                 if (load is not null) Checkpoint.Load(load, trainer);
                 Assert.Equal(from, trainer.Step);
                 var losses = new List<double>();
@@ -84,12 +93,12 @@ public class CheckpointTests
             var resumed = Run(2, saveAt, total, Path.Combine(directory, "first"), Path.Combine(directory, "resumed"));
             var losses = first.Concat(resumed).ToArray();
             for (int s = 0; s < total; s++)
-                Assert.True(Math.Abs(losses[s] - uninterrupted[s]) <= 1e-12 * Math.Abs(uninterrupted[s]), $"step {s}: {losses[s]:R} vs {uninterrupted[s]:R}");
+                Assert.True(Math.Abs(losses[s] - uninterrupted[s]) <= tolerance * Math.Abs(uninterrupted[s]), $"step {s}: {losses[s]:R} vs {uninterrupted[s]:R}");
             var (expected, _) = Safetensors.Load(Path.Combine(directory, "uninterrupted", "model.safetensors"));
             var (actual, _) = Safetensors.Load(Path.Combine(directory, "resumed", "model.safetensors"));
             Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
-            foreach (var name in expected.Keys) AssertClose.Tensors(name, expected[name], actual[name], 1e-12);
-            Assert.Equal(Config, Checkpoint.ReadConfig(Path.Combine(directory, "resumed")));
+            foreach (var name in expected.Keys) AssertClose.Tensors(name, expected[name], actual[name], tolerance);
+            Assert.Equal(config, Checkpoint.ReadConfig(Path.Combine(directory, "resumed")));
         }
         finally
         {

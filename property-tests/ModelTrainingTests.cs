@@ -4,7 +4,6 @@ using Lasp2.Reference;
 using Lasp2.Research.Attention;
 using Lasp2.Research.Comm;
 using Lasp2.Research.Model;
-using Recurrence = Lasp2.Research.Model.Recurrence;
 using Xunit;
 using Xunit.Abstractions;
 using Xunit.Sdk;
@@ -22,13 +21,15 @@ public class ModelTrainingTests(ITestOutputHelper output)
 {
     /// <summary>A tiny model and run: everything the equality depends on.</summary>
     public sealed record TrainCase(string Pattern, Layout Layout, int Sp, int Dp, string LinearMethod, string SoftmaxMethod,
-                                   Recurrence Recurrence, FeatureMap FeatureMap, int Heads, int KvHeads, int PieceLength, int Seed)
+                                   string Recurrence, FeatureMap FeatureMap, int Heads, int KvHeads, int PieceLength, int Seed,
+                                   bool SeparateDocuments = true)
     {
         public int Seq => PieceLength * Sp * SequenceLayout.PiecesPerRank(Layout);
         public ModelConfig Config => new(Vocab: 24, ModelDim: 4 * Heads, Pattern, Heads, KvHeads, MlpDim: 24, LinearMethod, SoftmaxMethod,
-                                         FeatureMap, Recurrence, Layout, BlockSize: 4);
+                                         FeatureMap, Recurrence, Layout, BlockSize: 4, SeparateDocuments: SeparateDocuments);
         public override string ToString() =>
-            $"{Pattern} {Layout} sp={Sp} dp={Dp} {LinearMethod}/{SoftmaxMethod} {Recurrence} {FeatureMap} H={Heads} Hkv={KvHeads} N={Seq} seed={Seed}";
+            $"{Pattern} {Layout} sp={Sp} dp={Dp} {LinearMethod}/{SoftmaxMethod} {Recurrence} {FeatureMap} H={Heads} Hkv={KvHeads} N={Seq} seed={Seed}" +
+            (SeparateDocuments ? " documents" : " joined");
     }
 
     const int Steps = 3;
@@ -84,7 +85,7 @@ public class ModelTrainingTests(ITestOutputHelper output)
     {
         foreach (var (sp, dp) in new[] { (1, 1), (2, 1), (4, 1), (2, 2) })
         {
-            var c = new TrainCase(pattern, layout, sp, dp, "lasp2", "allgather-cp", Recurrence.Basic, FeatureMap.Identity,
+            var c = new TrainCase(pattern, layout, sp, dp, "lasp2", "allgather-cp", "basic", FeatureMap.Identity,
                                   Heads: 4, KvHeads: 2, PieceLength: 16 / (sp * SequenceLayout.PiecesPerRank(layout)), Seed: 7);
             AssertSameRun(c, Train(c, twin: true), Train(c, twin: false));
         }
@@ -100,13 +101,14 @@ public class ModelTrainingTests(ITestOutputHelper output)
         from mesh in Gen.Elements((1, 1), (2, 1), (4, 1), (1, 2), (2, 2))
         from linear in Gen.Elements(LinearMethods)
         from softmax in Gen.Elements(SoftmaxMethods)
-        from recurrence in Gen.Elements(Recurrence.Basic, Recurrence.Retention)
+        from recurrence in Gen.Elements(ModelConfig.Recurrences.ToArray())
         from featureMap in Gen.Elements(FeatureMap.Identity, FeatureMap.EluPlusOne, FeatureMap.Swish)
         from kvHeads in Gen.Elements(1, 2, 4)
         from piece in Gen.Choose(1, 3)
         from seed in Gen.Choose(0, 1 << 20)
+        from separate in Gen.Elements(true, false)
         select new TrainCase(new string(pattern), layout, mesh.Item1, mesh.Item2, linear, softmax, recurrence, featureMap,
-                             Heads: 4, kvHeads, piece, seed), Shrink)
+                             Heads: 4, kvHeads, piece, seed, separate), Shrink)
         .Filter(c => c.Config.Unsupported(c.Sp) is null);
 
     /// <summary>Simpler cases first: fewer layers, fewer ranks, the default methods, no decay or feature map, MHA, shorter pieces, seed 0.</summary>
@@ -118,11 +120,12 @@ public class ModelTrainingTests(ITestOutputHelper output)
         if (c.Layout != Layout.Contiguous) yield return c with { Layout = Layout.Contiguous };
         if (c.LinearMethod != "lasp2") yield return c with { LinearMethod = "lasp2" };
         if (c.SoftmaxMethod != "allgather-cp") yield return c with { SoftmaxMethod = "allgather-cp" };
-        if (c.Recurrence != Recurrence.Basic) yield return c with { Recurrence = Recurrence.Basic };
+        if (c.Recurrence != "basic") yield return c with { Recurrence = "basic" };
         if (c.FeatureMap != FeatureMap.Identity) yield return c with { FeatureMap = FeatureMap.Identity };
         if (c.KvHeads != c.Heads) yield return c with { KvHeads = c.Heads };
         if (c.PieceLength > 1) yield return c with { PieceLength = 1 };
         if (c.Seed != 0) yield return c with { Seed = 0 };
+        if (c.SeparateDocuments) yield return c with { SeparateDocuments = false };
     }
 
     /// <summary>The property: random small models, patterns, methods and meshes train identically on W ranks and on one device.</summary>
@@ -132,6 +135,22 @@ public class ModelTrainingTests(ITestOutputHelper output)
             using var scope = NewDisposeScope();
             AssertSameRun(c, Train(c, twin: true), Train(c, twin: false, plantMissingSequenceReduction));
         });
+
+    /// <summary>
+    /// Learned gates and the delta rule in the model: the gates come from each rank's own tokens, LASP-2 on affine
+    /// summaries and All-Scan carry them across ranks, and the twin runs the chunked reference on the whole sequence.
+    /// </summary>
+    [Theory]
+    [InlineData("scalar-gate", "lasp2-affine", Layout.Zigzag, 2, 1)]
+    [InlineData("gla", "all-scan", Layout.Contiguous, 2, 2)]
+    [InlineData("delta", "lasp2-affine", Layout.Contiguous, 4, 1)]
+    [InlineData("gated-delta", "all-scan", Layout.Zigzag, 2, 2)]
+    public void LearnedRecurrencesTrainIdenticallyOnAnyMesh(string recurrence, string method, Layout layout, int sp, int dp)
+    {
+        var c = new TrainCase("LLN", layout, sp, dp, method, "allgather-cp", recurrence, FeatureMap.Identity, Heads: 4, KvHeads: 2,
+                              PieceLength: 16 / (sp * SequenceLayout.PiecesPerRank(layout)), Seed: 5, SeparateDocuments: false);
+        AssertSameRun(c, Train(c, twin: true), Train(c, twin: false));
+    }
 
     [Fact]
     public void RandomModelsTrainIdenticallyOnAnyMesh() =>
@@ -156,7 +175,7 @@ public class ModelTrainingTests(ITestOutputHelper output)
     [Fact]
     public void SequenceGradientsMustBeReducedOverTheSequenceGroup()
     {
-        var c = new TrainCase("LLLN", Layout.Zigzag, 2, 2, "lasp2", "allgather-cp", Recurrence.Basic, FeatureMap.Identity, 4, 2, 4, 3);
+        var c = new TrainCase("LLLN", Layout.Zigzag, 2, 2, "lasp2", "allgather-cp", "basic", FeatureMap.Identity, 4, 2, 4, 3);
         var twin = Train(c, twin: true);
         AssertSameRun(c, twin, Train(c, twin: false));
         Assert.ThrowsAny<XunitException>(() => AssertSameRun(c, twin, Train(c, twin: false, plantMissingSequenceReduction: true)));
@@ -176,14 +195,15 @@ public class ModelTrainingTests(ITestOutputHelper output)
         using var batch = PackedCorpus.Random(24, 512, 6, rows: 2, length: 16, seed: 5).Get(0);
         using var model = new LinearLlama(config);
         using var parameters = ModelParameters.Init(config, 11);
-        var expected = model.Forward(parameters, batch.Inputs, arange(16L), null);                     // [B,N,V]
+        var expected = model.Forward(parameters, batch.Inputs, arange(16L), null, batch.Documents(0, batch.Rows)); // [B,N,V]
         Tensor Run(bool global) => SequenceLayout.Unshard(ProcessGroups.RunInProcess(sp, group =>
         {
             using var rankModel = new LinearLlama(config);
             using var rankParameters = ModelParameters.Init(config, 11);
             var positions = global ? SequenceLayout.Positions(16, sp, group.Rank, layout) : arange(16L / sp);
             using var noGrad = no_grad();
-            return rankModel.Forward(rankParameters, SequenceLayout.ShardOf(batch.Inputs, sp, group.Rank, layout, dim: 1), positions, group);
+            return rankModel.Forward(rankParameters, SequenceLayout.ShardOf(batch.Inputs, sp, group.Rank, layout, dim: 1), positions, group,
+                                     batch.Documents(0, batch.Rows));
         }, threadsPerRank: 1), layout, dim: 1);
         AssertClose.Tensors("global positions", expected, Run(global: true));
         Assert.False(Compare.Errors(expected, Run(global: false)).Within(1e-3), "local positions should change the logits");
@@ -201,14 +221,15 @@ public class ModelTrainingTests(ITestOutputHelper output)
         using var batch = PackedCorpus.Random(24, 512, 3, rows: 1, length: 32, seed: 2).Get(0);
         using var model = new LinearLlama(config);
         using var parameters = ModelParameters.Init(config, 11);
-        double expected = (LinearLlama.LossSum(model.Forward(parameters, batch.Inputs, arange(32L), null), batch.Targets) / batch.TargetCount).item<double>();
+        double expected = (LinearLlama.LossSum(model.Forward(parameters, batch.Inputs, arange(32L), null, batch.Documents(0, 1)), batch.Targets) / batch.TargetCount).item<double>();
         var ranks = ProcessGroups.RunInProcess(sp, group =>
         {
             using var rankModel = new LinearLlama(config);
             using var rankParameters = ModelParameters.Init(config, 11);
             using var noGrad = no_grad();
             Tensor Shard(Tensor t) => SequenceLayout.ShardOf(t, sp, group.Rank, Layout.Contiguous, dim: 1);
-            var logits = rankModel.Forward(rankParameters, Shard(batch.Inputs), SequenceLayout.Positions(32, sp, group.Rank, Layout.Contiguous), group);
+            var logits = rankModel.Forward(rankParameters, Shard(batch.Inputs), SequenceLayout.Positions(32, sp, group.Rank, Layout.Contiguous), group,
+                                           batch.Documents(0, 1));
             var targets = Shard(batch.Targets);
             return (Sum: LinearLlama.LossSum(logits, targets).item<double>(), Count: targets.ne(LinearLlama.NoTarget).sum().item<long>());
         }, threadsPerRank: 1);
@@ -218,7 +239,59 @@ public class ModelTrainingTests(ITestOutputHelper output)
         Assert.True(Math.Abs(global - expected) <= 1e-12 * expected, $"global mean {global:R} vs twin {expected:R}");
         Assert.True(Math.Abs(meanOfMeans - expected) > 1e-6 * expected, $"mean of per-rank means {meanOfMeans:R} should differ from {expected:R}");
 
-        var c = new TrainCase("LLLN", Layout.Contiguous, sp, 1, "lasp2", "allgather-cp", Recurrence.Basic, FeatureMap.Identity, 4, 2, 8, 2);
+        var c = new TrainCase("LLLN", Layout.Contiguous, sp, 1, "lasp2", "allgather-cp", "basic", FeatureMap.Identity, 4, 2, 8, 2);
         Assert.Equal(Train(c, twin: true).Losses[0], Train(c, twin: false).Losses[0], 1e-12);
+    }
+
+    /// <summary>
+    /// Packed documents are kept apart: the logits of every document of a packed row equal those of the document run
+    /// alone (the L layers restart their state at its start; the N layers see only it, and RoPE scores depend only on
+    /// relative positions, so its offset in the row does not matter), on one device and on 4 ranks in both layouts.
+    /// With the documents joined, the later documents see the earlier ones and their logits change.
+    /// </summary>
+    [Theory]
+    [InlineData(Layout.Contiguous)]
+    [InlineData(Layout.Zigzag)]
+    public void EveryPackedDocumentEqualsTheDocumentAlone(Layout layout)
+    {
+        const int sp = 4, seq = 32;
+        var config = new ModelConfig(24, 16, "LNL", 4, 2, 24, Recurrence: "retention", Layout: layout, BlockSize: 4);
+        using var batch = PackedCorpus.Random(24, 4096, 5, rows: 2, length: seq, seed: 9).Get(3);
+        using var model = new LinearLlama(config);
+        using var parameters = ModelParameters.Init(config, 13);
+        using var noGrad = no_grad();
+        var documents = batch.Documents(0, batch.Rows);
+        var packed = model.Forward(parameters, batch.Inputs, arange((long)seq), null, documents);            // [B,N,V]
+        var sharded = SequenceLayout.Unshard(ProcessGroups.RunInProcess(sp, group =>
+        {
+            using var rankModel = new LinearLlama(config);
+            using var rankParameters = ModelParameters.Init(config, 13);
+            using var rankNoGrad = no_grad();
+            return rankModel.Forward(rankParameters, SequenceLayout.ShardOf(batch.Inputs, sp, group.Rank, layout, dim: 1),
+                                     SequenceLayout.Positions(seq, sp, group.Rank, layout), group, documents);
+        }, threadsPerRank: 1), layout, dim: 1);
+        AssertClose.Tensors("4 ranks vs one device, packed documents", packed, sharded);
+
+        int compared = 0;
+        for (int row = 0; row < batch.Rows; row++)
+        {
+            var cu = documents[row].CuSeqlens;
+            Assert.True(cu.Count > 3, "the row must pack several documents");
+            for (int d = 0; d + 1 < cu.Count; d++)
+            {
+                long start = cu[d], length = cu[d + 1] - cu[d];
+                var alone = model.Forward(parameters, batch.Inputs[row].narrow(0, start, length).unsqueeze(0), arange(length), null,
+                                          [DocumentBoundaries.Single(length)]);                               // [1,n,V]
+                AssertClose.Tensors($"row {row} document {d} [{start}, {start + length})", alone[0], packed[row].narrow(0, start, length));
+                compared++;
+            }
+        }
+        Assert.True(compared > 6, $"compared {compared} documents");
+
+        using var joinedModel = new LinearLlama(config with { SeparateDocuments = false });
+        var joined = joinedModel.Forward(parameters, batch.Inputs, arange((long)seq), null);
+        long secondStart = documents[0].CuSeqlens[1];
+        Assert.False(Compare.Errors(packed[0].narrow(0, secondStart, seq - secondStart), joined[0].narrow(0, secondStart, seq - secondStart)).Within(1e-3),
+                     "joined documents should change the logits after the first document");
     }
 }

@@ -16,7 +16,10 @@ public class TrainCommandTests
     public static TheoryData<string[], string[]> BadInputs => new()
     {
         { ["--pattern", "LLXN"], ["--pattern", "'X' at position 2"] },
-        { ["--recurrence", "gla"], ["--recurrence = 'gla'", "basic, retention"] },
+        { ["--recurrence", "mamba"], ["--recurrence = 'mamba'", "basic, retention, scalar-gate, gla, delta, gated-delta"] },
+        { ["--recurrence", "gla"], ["lasp2 does not run the gla recurrence", "all-scan, lasp2-affine"] },
+        { ["--recurrence", "gla", "--method", "lasp2-affine"], ["lasp2-affine does not run packed documents", "SeparateDocuments = false"] },
+        { ["--documents", "mixed"], ["--documents = 'mixed'", "separate, joined"] },
         { ["--feature-map", "relu"], ["--feature-map = 'relu'", "identity, elu, swish"] },
         { ["--method", "allgather-cp"], ["--method = 'allgather-cp'", "lasp2"] },
         { ["--softmax-method", "lasp2"], ["--softmax-method = 'lasp2'", "allgather-cp"] },

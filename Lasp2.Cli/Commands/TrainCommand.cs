@@ -24,7 +24,7 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         [CommandOption("--pattern <PATTERN>"), Description("Layers: L (linear attention) or N (softmax GQA), e.g. LLLN (default). From the checkpoint with --resume.")]
         public string? Pattern { get; init; }
 
-        [CommandOption("--recurrence <KIND>"), Description("Recurrence of the L layers: basic (default) or retention (fixed per-head decay).")]
+        [CommandOption("--recurrence <KIND>"), Description("Recurrence of the L layers: basic (default), retention (fixed per-head decay), or learned gates: scalar-gate, gla, delta, gated-delta (with --method lasp2-affine or all-scan and --documents joined).")]
         public string? Recurrence { get; init; }
 
         [CommandOption("--feature-map <PHI>"), Description("phi of the L layers: identity (default), elu or swish.")]
@@ -38,6 +38,9 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
 
         [CommandOption("--layout <LAYOUT>"), Description("contiguous (default) or zigzag.")]
         public string? Layout { get; init; }
+
+        [CommandOption("--documents <MODE>"), Description("Packed documents: separate (default: attention and the linear state stay inside each document) or joined (attention runs across a window's documents).")]
+        public string? Documents { get; init; }
 
         [CommandOption("--model-dim <D>"), OptionRange(2), Description("Hidden size (default 64; a multiple of --heads with an even head dimension).")]
         public int? ModelDim { get; init; }
@@ -102,6 +105,9 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         [CommandOption("--resume <DIR>"), Description("Continue from this checkpoint (model from its config.json; any sp x dp).")]
         public string? Resume { get; init; }
 
+        [CommandOption("--threads <N>"), OptionRange(1, 1024), Description("libtorch threads per rank (default: cores / ranks, at least 1).")]
+        public int? Threads { get; init; }
+
         [CommandOption("--backend <BACKEND>"), Description("inproc (sp x dp threads, default) or mpi (this process is one rank of lasp2 launch -n SPxDP -- train ...).")]
         public string Backend { get; init; } = "inproc";
 
@@ -110,11 +116,12 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
             if (Pattern is not null)
                 try { HybridStack.Validate(Pattern); }
                 catch (ArgumentException e) { throw new ArgumentException($"--pattern: {Lasp2App.OneLine(e)}", "--pattern"); }
-            if (Recurrence is not null) Guards.OneOf(Recurrence, ["basic", "retention"], "--recurrence");
+            if (Recurrence is not null) Guards.OneOf(Recurrence, ModelConfig.Recurrences.ToList(), "--recurrence");
             if (FeatureMap is not null) Guards.OneOf(FeatureMap, ["identity", "elu", "swish"], "--feature-map");
             if (Method is not null) Guards.OneOf(Method, Methods(AttentionKind.Linear), "--method");
             if (SoftmaxMethod is not null) Guards.OneOf(SoftmaxMethod, Methods(AttentionKind.Softmax), "--softmax-method");
             if (Layout is not null) Guards.OneOf(Layout, ["contiguous", "zigzag"], "--layout");
+            if (Documents is not null) Guards.OneOf(Documents, ["separate", "joined"], "--documents");
             if (Batch is int b && b % Dp != 0) throw new ArgumentException($"--batch = {b} must be a multiple of --dp = {Dp}.", "--batch");
             Guards.OneOf(Dtype, ["float32", "float64"], "--dtype");
             Guards.OneOf(Backend, ["inproc", "mpi"], "--backend");
@@ -176,16 +183,15 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         Describe(settings, config, corpus, batch, ranks);
         if (settings.Backend == "inproc")
         {
-            int threads = Math.Max(1, Environment.ProcessorCount / ranks);
             var rows = WithProgress(task => ProcessGroups.RunInProcess(ranks, world => RunRank(world, world.Rank == 0 ? task : null),
-                                                                       threadsPerRank: threads)[0]);
+                                                                       threadsPerRank: ThreadsPerRank(settings, ranks))[0]);
             return Finish(folder, plan, corpus, rows);
         }
         return ProcessGroups.RunMpi(world =>
         {
             if (world.WorldSize != ranks)
                 throw new ArgumentException($"--sp {settings.Sp} x --dp {settings.Dp} = {ranks} ranks, but the MPI job has {world.WorldSize}.", "--sp");
-            torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / ranks));
+            torch.set_num_threads(ThreadsPerRank(settings, ranks));
             if (world.Rank != 0)
             {
                 RunRank(world, null);
@@ -195,6 +201,8 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         });
     }
 
+    static int ThreadsPerRank(Settings s, int ranks) => s.Threads ?? Math.Max(1, Environment.ProcessorCount / ranks);
+
     static void Describe(Settings s, ModelConfig config, TextCorpus corpus, int batch, int ranks)
     {
         long parameters = config.Vocab * (long)config.ModelDim * 2
@@ -202,7 +210,7 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                                                     + 3L * config.ModelDim * config.MlpDim);
         AnsiConsole.MarkupLine(Markup.Escape(
             $"model {config.Pattern}: D={config.ModelDim} H={config.Heads} Hkv={config.KvHeads} F={config.MlpDim} V={config.Vocab} (~{parameters / 1e6:F2}M parameters), " +
-            $"L={config.LinearMethod}/{config.Recurrence}/{config.FeatureMap}, N={config.SoftmaxMethod}, {config.Layout}; " +
+            $"L={config.LinearMethod}/{config.Recurrence}/{config.FeatureMap}, N={config.SoftmaxMethod}, {config.Layout}, documents {(config.SeparateDocuments ? "separate" : "joined")}; " +
             $"sp {s.Sp} x dp {s.Dp} = {ranks} rank(s) ({s.Backend}), batch {batch} x {s.Seq} tokens, {s.Dtype}"));
         AnsiConsole.MarkupLine(Markup.Escape(
             $"data {s.Data}: {corpus.Documents} documents, {corpus.Train.Tokens.Length} training / {corpus.Validation.Tokens.Length} held-out tokens, " +
@@ -237,8 +245,8 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         var requested = new ModelConfig(s.Vocab ?? 4096, s.ModelDim ?? 64, s.Pattern ?? "LLLN", s.Heads ?? 4, s.KvHeads ?? 2,
             s.MlpDim ?? 3 * (s.ModelDim ?? 64), s.Method ?? "lasp2", s.SoftmaxMethod ?? "allgather-cp",
             s.FeatureMap switch { "elu" => Lasp2.Reference.FeatureMap.EluPlusOne, "swish" => Lasp2.Reference.FeatureMap.Swish, _ => Lasp2.Reference.FeatureMap.Identity },
-            s.Recurrence == "retention" ? Lasp2.Research.Model.Recurrence.Retention : Lasp2.Research.Model.Recurrence.Basic,
-            s.Layout == "zigzag" ? Layout.Zigzag : Layout.Contiguous);
+            s.Recurrence ?? "basic",
+            s.Layout == "zigzag" ? Layout.Zigzag : Layout.Contiguous, SeparateDocuments: s.Documents != "joined");
         if (s.Resume is null) return (requested.Validate(), null);
         var saved = Checkpoint.ReadConfig(s.Resume);
         void Agree<T>(T? given, T stored, string option)
@@ -252,8 +260,9 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         Agree(s.KvHeads, saved.KvHeads, "--kv-heads");
         Agree(s.MlpDim, saved.MlpDim, "--mlp-dim");
         Agree(s.Vocab, saved.Vocab, "--vocab");
-        Agree(s.Recurrence is null ? null : requested.Recurrence.ToString(), saved.Recurrence.ToString(), "--recurrence");
+        Agree(s.Recurrence, saved.Recurrence, "--recurrence");
         Agree(s.FeatureMap is null ? null : requested.FeatureMap.ToString(), saved.FeatureMap.ToString(), "--feature-map");
+        Agree(s.Documents, saved.SeparateDocuments ? "separate" : "joined", "--documents");
         // the methods and the layout may change on resume: they compute the same model
         var config = saved with { LinearMethod = s.Method ?? saved.LinearMethod, SoftmaxMethod = s.SoftmaxMethod ?? saved.SoftmaxMethod,
                                   Layout = s.Layout is null ? saved.Layout : requested.Layout };

@@ -41,13 +41,20 @@ public sealed class LinearLlama : IDisposable
     /// Logits [B, C, V] of this rank's tokens [B, C] (int64) at global <paramref name="positions"/> [C] (int64;
     /// from <see cref="SequenceLayout.Positions"/>). <paramref name="sequenceGroup"/>: the ranks sharing these
     /// sequences in <see cref="ModelConfig.Layout"/>; null runs the single-device twin (C = N, positions 0..N-1).
+    /// <paramref name="documents"/>: the packed documents of each of the B rows over the whole sequence (global
+    /// positions), required when <see cref="ModelConfig.SeparateDocuments"/> and ignored otherwise.
     /// </summary>
-    public Tensor Forward(ModelParameters parameters, Tensor tokens, Tensor positions, IProcessGroup? sequenceGroup)
+    public Tensor Forward(ModelParameters parameters, Tensor tokens, Tensor positions, IProcessGroup? sequenceGroup,
+                          IReadOnlyList<DocumentBoundaries>? documents = null)
     {
         if (tokens.dim() != 2 || tokens.dtype != ScalarType.Int64)
             throw new ArgumentException($"tokens must be int64 [batch, seq]; got {tokens.dtype} {Guards.Shape(tokens)}.", nameof(tokens));
         if (positions.numel() != tokens.shape[1])
             throw new ArgumentException($"positions has {positions.numel()} entries for {tokens.shape[1]} tokens.", nameof(positions));
+        if (Config.SeparateDocuments && documents?.Count != tokens.shape[0])
+            throw new ArgumentException(
+                $"the model keeps packed documents apart: documents needs one entry per row ({tokens.shape[0]}); got {documents?.Count.ToString() ?? "null"}.", nameof(documents));
+        var rowDocuments = Config.SeparateDocuments ? documents : null;
         var embed = parameters["embed.weight"];
         long batch = tokens.shape[0], seq = tokens.shape[1];
         var x = embed.index_select(0, tokens.flatten()).view(batch, seq, -1);             // [B,C,D]
@@ -67,18 +74,28 @@ public sealed class LinearLlama : IDisposable
             if (isLinear)
             {
                 var (phiQ, phiK) = (Config.FeatureMap.Apply(q), Config.FeatureMap.Apply(k));
-                o = sequenceGroup is null
-                    ? LinearAttention.Quadratic(phiQ, phiK, v, causal: true, Config.Decay)
-                    : linear.Forward(sequenceGroup, phiQ, phiK, v, linearOptions);
+                if (Config.Learned is { } learned)
+                {
+                    var gates = LearnedGates(learned, parameters, p, h);
+                    // the delta rule needs unit-norm keys (||k||^2 beta < 2 keeps I - beta k^T k a contraction); queries alike, as DeltaNet
+                    if (learned.Beta) (phiQ, phiK) = (UnitNorm(phiQ), UnitNorm(phiK));
+                    o = sequenceGroup is null
+                        ? GatedLinearAttention.Chunked(phiQ, phiK, v, gates, Config.BlockSize).Output
+                        : linear.Forward(sequenceGroup, phiQ, phiK, v, linearOptions with { Gates = gates });
+                }
+                else
+                    o = ByRow(rowDocuments, phiQ, phiK, v, (q, k, v, d) => sequenceGroup is null
+                        ? LinearAttention.Quadratic(q, k, v, causal: true, Config.Decay, documents: d)
+                        : linear.Forward(sequenceGroup, q, k, v, linearOptions with { Documents = d }));
                 // o_h / rms(o_h): the state sums up to N outer products; this keeps each head's output O(1) whatever N
                 o = RmsNormalized(o);
             }
             else
             {
                 var (rq, rk) = (Rope.Apply(q, cos!, sin!), Rope.Apply(k, cos!, sin!));
-                o = sequenceGroup is null
-                    ? SoftmaxAttention.Forward(rq, rk, v, causal: true)
-                    : softmax.Forward(sequenceGroup, rq, rk, v, softmaxOptions);
+                o = ByRow(rowDocuments, rq, rk, v, (q, k, v, d) => sequenceGroup is null
+                    ? SoftmaxAttention.Forward(q, k, v, causal: true, documents: d)
+                    : softmax.Forward(sequenceGroup, q, k, v, softmaxOptions with { Documents = d }));
             }
             // x <- x + O W_o^T
             x = x.Plus(nn.functional.linear(o.transpose(1, 2).reshape(batch, seq, -1), parameters[p + "attn.o.weight"])); // [B,C,D]
@@ -102,6 +119,40 @@ public sealed class LinearLlama : IDisposable
 
     /// <summary>Target id of a token without a target (the last token of a document, padding).</summary>
     public const long NoTarget = -1;
+
+    /// <summary>
+    /// attention(q, k, v, documents) on the whole batch without documents; with them, row by row [1,H,C,d], since a
+    /// method call takes one list of boundaries and packed rows differ. Every rank of a sequence group runs the same
+    /// rows in the same order, so the collectives of the calls match.
+    /// </summary>
+    static Tensor ByRow(IReadOnlyList<DocumentBoundaries>? documents, Tensor q, Tensor k, Tensor v,
+                        Func<Tensor, Tensor, Tensor, DocumentBoundaries?, Tensor> attention) =>
+        documents is null
+            ? attention(q, k, v, null)
+            : cat(documents.Select((d, b) => attention(q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1), d)).ToList(), 0); // [B,H,C,d]
+
+    /// <summary>
+    /// The gates of a learned recurrence from the layer input h [B,C,D], per token, so each rank computes its own shard:
+    /// log a_t = logsigmoid(h W_gate^T) / 16 (GLA's normaliser: gates start near 1, memory long) and beta_t = sigmoid(h W_beta^T).
+    /// </summary>
+    Gates LearnedGates(Lasp2.Reference.Recurrence learned, ModelParameters parameters, string layer, Tensor h)
+    {
+        long batch = h.shape[0], seq = h.shape[1];
+        Tensor? logGate = learned.Gate == GateShape.None ? null
+            : nn.functional.logsigmoid(nn.functional.linear(h, parameters[layer + "attn.gate.weight"])).Over(GateNormaliser)
+                .view(batch, seq, Config.Heads, -1).transpose(1, 2);                       // [B,H,C,1|d]
+        if (learned.Gate == GateShape.PerHead) logGate = logGate!.squeeze(-1);             // [B,H,C]
+        Tensor? beta = learned.Beta
+            ? nn.functional.sigmoid(nn.functional.linear(h, parameters[layer + "attn.beta.weight"])).transpose(1, 2) // [B,H,C]
+            : null;
+        return new Gates(learned, logGate?.contiguous(), beta?.contiguous());
+    }
+
+    /// <summary>The log-gate divisor of <see cref="LearnedGates"/>.</summary>
+    public const double GateNormaliser = 16;
+
+    // x / ||x|| over the last dimension
+    static Tensor UnitNorm(Tensor x) => nn.functional.normalize(x, p: 2, dim: -1);
 
     // RMSNorm with gain: x / sqrt(mean(x^2) + eps) * g (per token, so local to every rank)
     static Tensor Norm(Tensor x, Tensor gain) => RmsNormalized(x) * gain;

@@ -4,15 +4,6 @@ using static TorchSharp.torch;
 
 namespace Lasp2.Research.Model;
 
-/// <summary>The recurrence of the linear-attention (L) layers.</summary>
-public enum Recurrence
-{
-    /// <summary>Basic linear attention: S_i = S_{i-1} + k_i^T v_i (the paper's Linear-Llama3).</summary>
-    Basic,
-    /// <summary>Retention: a fixed per-head decay lambda_h = 1 - 2^(-5-h), S_i = lambda_h S_{i-1} + k_i^T v_i.</summary>
-    Retention,
-}
-
 /// <summary>
 /// Shape and methods of a Linear-Llama3 hybrid. Layer l is linear attention (pattern[l] = 'L', H heads) or
 /// softmax grouped-query attention with RoPE (pattern[l] = 'N', H query heads, <see cref="KvHeads"/> KV heads);
@@ -27,10 +18,18 @@ public enum Recurrence
 /// <param name="LinearMethod">Sequence-parallel method of the L layers (a linear method of <see cref="MethodRegistry"/>).</param>
 /// <param name="SoftmaxMethod">Sequence-parallel method of the N layers (a softmax method of <see cref="MethodRegistry"/>).</param>
 /// <param name="FeatureMap">phi applied to q and k of the L layers.</param>
-/// <param name="Recurrence">Recurrence of the L layers.</param>
+/// <param name="Recurrence">
+/// Recurrence of the L layers (<see cref="Recurrences"/>): basic (S_t = S_{t-1} + k_t^T v_t, the paper's Linear-Llama3),
+/// retention (a fixed per-head decay), or a learned recurrence of <see cref="Lasp2.Reference.Recurrence"/> by its name
+/// (scalar-gate, gla, delta, gated-delta), whose gates the layer computes from its input.
+/// </param>
 /// <param name="Layout">How each sequence is laid out over the sequence-parallel ranks (all layers alike).</param>
 /// <param name="BlockSize">Block length of the local chunked kernels.</param>
 /// <param name="RopeBase">RoPE base theta.</param>
+/// <param name="SeparateDocuments">
+/// Every packed document sees only itself: the L layers start their state from zero at each document start and the N
+/// layers attend within the document (true, the default); false lets attention run across the documents of a window.
+/// </param>
 public sealed record ModelConfig(
     int Vocab,
     int ModelDim,
@@ -41,10 +40,11 @@ public sealed record ModelConfig(
     string LinearMethod = "lasp2",
     string SoftmaxMethod = "allgather-cp",
     FeatureMap FeatureMap = FeatureMap.Identity,
-    Recurrence Recurrence = Recurrence.Basic,
+    string Recurrence = "basic",
     Layout Layout = Layout.Contiguous,
     int BlockSize = 64,
-    double RopeBase = 10000)
+    double RopeBase = 10000,
+    bool SeparateDocuments = true)
 {
     /// <summary>Per-head dimension d = D / H.</summary>
     public int HeadDim => ModelDim / Heads;
@@ -65,20 +65,46 @@ public sealed record ModelConfig(
             throw new ArgumentException($"Heads = {Heads} is not a multiple of KvHeads = {KvHeads}.", nameof(KvHeads));
         if (!(RopeBase > 1))
             throw new ArgumentOutOfRangeException(nameof(RopeBase), RopeBase, "RopeBase must be > 1.");
+        Guards.OneOf(Recurrence, Recurrences.ToList(), nameof(Recurrence));
         if (MethodRegistry.Get(LinearMethod).Supports.Kind != AttentionKind.Linear)
             throw new ArgumentException($"{LinearMethod} computes softmax attention; the L layers need a linear method.", nameof(LinearMethod));
         if (MethodRegistry.Get(SoftmaxMethod).Supports.Kind != AttentionKind.Softmax)
             throw new ArgumentException($"{SoftmaxMethod} computes linear attention; the N layers need a softmax method.", nameof(SoftmaxMethod));
+        if (MethodMismatch() is { } mismatch) throw new ArgumentException(mismatch, nameof(LinearMethod));
         return this;
     }
 
-    /// <summary>Per-head decay of the L layers (null: no decay).</summary>
-    public double[]? Decay => Recurrence == Recurrence.Retention
+    /// <summary>Names <see cref="Recurrence"/> takes: basic, retention, then every learned recurrence of <see cref="Lasp2.Reference.Recurrence.All"/>.</summary>
+    public static IReadOnlyList<string> Recurrences { get; } =
+        ["basic", "retention", .. Lasp2.Reference.Recurrence.All.Where(r => r != Lasp2.Reference.Recurrence.Decay).Select(r => r.Name)];
+
+    /// <summary>Per-head decay of the L layers, retention's lambda_h = 1 - 2^(-5-h) (null: no fixed decay).</summary>
+    public double[]? Decay => IsRecurrence("retention")
         ? Enumerable.Range(0, Heads).Select(h => 1.0 - Math.Pow(2.0, -5.0 - h)).ToArray()
         : null;
 
+    /// <summary>The learned recurrence of the L layers (gates from the layer's input), or null for basic and retention.</summary>
+    public Lasp2.Reference.Recurrence? Learned =>
+        IsRecurrence("basic") || IsRecurrence("retention") ? null : Lasp2.Reference.Recurrence.Get(Recurrence);
+
+    bool IsRecurrence(string name) => string.Equals(Recurrence, name, StringComparison.OrdinalIgnoreCase);
+
     /// <summary>Why this model cannot run with <paramref name="sp"/> sequence-parallel ranks, or null.</summary>
     public string? Unsupported(int sp) =>
-        (Pattern.Contains('L') ? MethodRegistry.Get(LinearMethod).Unsupported(sp, Heads, Heads) : null)
+        MethodMismatch()
+        ?? (Pattern.Contains('L') ? MethodRegistry.Get(LinearMethod).Unsupported(sp, Heads, Heads) : null)
         ?? (Pattern.Contains('N') ? MethodRegistry.Get(SoftmaxMethod).Unsupported(sp, Heads, KvHeads) : null);
+
+    /// <summary>What the configured methods cannot compute for this model at any rank count (a learned recurrence, packed documents), or null.</summary>
+    string? MethodMismatch()
+    {
+        var linear = MethodRegistry.Get(LinearMethod);
+        if (Pattern.Contains('L') && Learned is { } learned && !linear.Recurrences.Contains(learned))
+            return $"{LinearMethod} does not run the {learned.Name} recurrence; methods that do: " +
+                   string.Join(", ", MethodRegistry.All.Where(m => m.Recurrences.Contains(learned)).Select(m => m.Name)) + ".";
+        foreach (var method in new[] { Pattern.Contains('L') ? linear : null, Pattern.Contains('N') ? MethodRegistry.Get(SoftmaxMethod) : null })
+            if (SeparateDocuments && method is not null && !method.Supports.SupportsDocuments(causal: true))
+                return $"{method.Name} does not run packed documents; keep them apart with another method or join them (SeparateDocuments = false).";
+        return null;
+    }
 }

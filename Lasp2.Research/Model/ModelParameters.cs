@@ -65,6 +65,12 @@ public sealed class ModelParameters : IDisposable
             Weight(p + "attn.k.weight", kv * d, config.ModelDim);
             Weight(p + "attn.v.weight", kv * d, config.ModelDim);
             Weight(p + "attn.o.weight", config.ModelDim, config.Heads * d);
+            if (config.Pattern[l] == 'L' && config.Learned is { } learned)
+            {
+                // a learned recurrence reads its gates from the layer input: one log-gate per head (or per head and key), one beta per head
+                if (learned.Gate != GateShape.None) Weight(p + "attn.gate.weight", learned.Gate == GateShape.PerKey ? config.Heads * d : config.Heads, config.ModelDim);
+                if (learned.Beta) Weight(p + "attn.beta.weight", config.Heads, config.ModelDim);
+            }
             Gain(p + "mlp_norm.weight");
             Weight(p + "mlp.gate.weight", config.MlpDim, config.ModelDim);
             Weight(p + "mlp.up.weight", config.MlpDim, config.ModelDim);

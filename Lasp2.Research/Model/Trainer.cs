@@ -58,6 +58,7 @@ public sealed class Trainer : IDisposable
             throw new ArgumentException($"sp * dp = {sp} * {dp} = {sp * dp} must equal the {world.WorldSize} ranks of the world.", nameof(sp));
         if (world is null && (sp, dp) != (1, 1))
             throw new ArgumentException("the single-device twin (no world) has sp = dp = 1.", nameof(sp));
+        config.Validate();
         if (config.Unsupported(sp) is { } reason)
             throw new ArgumentException($"sp = {sp}: {reason}", nameof(sp));
         (Options, this.world, this.sp, this.dp) = (options, world, sp, dp);
@@ -118,14 +119,15 @@ public sealed class Trainer : IDisposable
         if (world is null)
         {
             var positions = Scalars.Range(0, batch.Length, ScalarType.Int64);
-            var logits = Model.Forward(Parameters, batch.Inputs, positions, null);                // [B,N,V]
+            var logits = Model.Forward(Parameters, batch.Inputs, positions, null, batch.Documents(0, batch.Rows)); // [B,N,V]
             return (LinearLlama.LossSum(logits, batch.Targets), count);
         }
         long rows = batch.Rows / dp;
         var (inputs, targets) = (batch.Inputs.narrow(0, dataGroup!.Rank * rows, rows), batch.Targets.narrow(0, dataGroup.Rank * rows, rows));
         var layout = Model.Config.Layout;
         Tensor Shard(Tensor t) => SequenceLayout.ShardOf(t, sp, sequenceGroup!.Rank, layout, dim: 1);    // [B/dp, N/sp]
-        var local = Model.Forward(Parameters, Shard(inputs), SequenceLayout.Positions(batch.Length, sp, sequenceGroup!.Rank, layout), sequenceGroup);
+        var local = Model.Forward(Parameters, Shard(inputs), SequenceLayout.Positions(batch.Length, sp, sequenceGroup!.Rank, layout), sequenceGroup,
+                                  batch.Documents(dataGroup.Rank * rows, rows));
         return (LinearLlama.LossSum(local, Shard(targets)), count);
     }
 
