@@ -33,6 +33,7 @@ public static class Lasp2App
         new("verify", typeof(VerifyCommand), "Check every form and method against the single-device reference; exits non-zero on any failure.", false),
         new("bench", typeof(BenchCommand), "Benchmark every method against the measured matmul peak; CSV and HTML charts in data/.", false),
         new("train", typeof(TrainCommand), "Train a Linear-Llama3 hybrid (e.g. --pattern LLLN) sequence x data parallel on Debian's fortunes; CSV log, chart, checkpoint.", false),
+        new("hybrid-report", typeof(HybridReportCommand), "The hybrid-ratio study (data/run-hybrid-study.sh): held-out loss per pattern next to the paper's Table 2, and charts.", false),
         new("simulate", typeof(SimulateCommand), "Predict iteration time, exposed communication, bytes per link and memory of each method on a modelled cluster (up to 128 ranks).", false),
         new("simulate-check", typeof(SimulateCheckCommand), "Check the cluster model against this machine's measured MPI bench runs (error per method).", false),
         new("simulate-paper", typeof(SimulatePaperCommand), "The paper's Fig. 3, Table 5 and Table 6 predicted next to the published numbers, and the fastest method over (N, W, network).", false),

@@ -6,7 +6,8 @@
 # vocabulary 4096, basic linear attention (the paper's Linear-Llama3), packed documents kept apart.
 # Runs are compared by loss, not speed: JOBS of them run at once with one libtorch thread each (default 2, one
 # per core), which also keeps a run from stalling when other work shares the cores.
-# Writes data/hybrid-ratio.csv (one row per run: the last step) and data/hybrid-ratio-curves.csv (every step).
+# Writes data/hybrid-ratio.csv (one row per run: the last step) and data/hybrid-ratio-curves.csv (every step), then
+# `lasp2 hybrid-report` prints the summary next to the paper and draws data/hybrid-ratio.html and -final.html.
 # Usage: data/run-hybrid-study.sh [STEPS] [SEQ] [BATCH]   (defaults 500 x 4 x 512 tokens = 1.02M tokens per run,
 # about 30 min on 2 idle cores; needs `apt-get install fortunes`, which test.sh installs).
 # LASP2 may name a built lasp2 to run (default: a Release build of Lasp2.Cli).
@@ -48,4 +49,4 @@ for pattern in LLLL LLLN LNLN NNNN; do
       '{ print p "," s "," n "," q "," b "," n * q * b "," $2 "," $3 "," $8 "," l0 "," l1 }' >> "$out"
   done
 done
-cat "$out"
+$LASP2 hybrid-report --data data
