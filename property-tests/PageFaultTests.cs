@@ -34,7 +34,7 @@ public class PageFaultTests
         Assert.All(rows, r => Assert.StartsWith("tuned", Text(r, "native_heap")));       // the allocator the user gets
     }
 
-    /// <summary>`lasp2 bench` of the kernel at the two lengths (5 warm-up, 5 measured iterations): its two rows.</summary>
+    /// <summary>`lasp2 bench` of the kernel at the two lengths (10 warm-up, 5 measured iterations): its two rows.</summary>
     static List<Microsoft.Data.Analysis.DataFrameRow> MeasuredRows()
     {
         string csv = Path.Combine(Path.GetTempPath(), $"lasp2-faults-{Guid.NewGuid():N}.csv");
@@ -43,7 +43,7 @@ public class PageFaultTests
             var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             foreach (var argument in new[] { Path.Combine(AppContext.BaseDirectory, "lasp2.dll"), "bench", "--methods", "chunked", "--world", "1",
                                              "--seq", $"{Short},{Long}", "--heads", $"{Heads}", "--dim", $"{Dim}", "--threads", "1",
-                                             "--warmup", "5", "--iterations", "5", "--max-seconds", "60", "--peak-size", "64",
+                                             "--warmup", "10", "--iterations", "5", "--max-seconds", "60", "--peak-size", "64",
                                              "--out", csv, "--charts", "none" })
                 start.ArgumentList.Add(argument);
             start.Environment["TERM"] = "dumb";
