@@ -136,9 +136,10 @@ public class TrainCommandTests
         File.ReadLines(path).Skip(1).Select(line => line.Split(',')
             .Select(f => f.Length == 0 ? double.NaN : double.Parse(f, CultureInfo.InvariantCulture)).ToArray()).ToList();
 
-    sealed record Job(int ExitCode, string Output);
+    internal sealed record Job(int ExitCode, string Output);
 
-    static Job Lasp2(string[] arguments)
+    /// <summary>Runs the built `lasp2` as a child process (TERM=dumb), killed after 5 minutes; its exit code and output.</summary>
+    internal static Job Lasp2(string[] arguments)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "lasp2.dll"));

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Lasp2.Reference;
 using Lasp2.Research.Comm;
 using Lasp2.Research.Kernels;
@@ -155,6 +156,17 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
     {
         public override string Name => nameof(Lasp2Function);
 
+        /// <summary>Context key of the flag set by the first backward: it overwrites the saved states, so a second one would be wrong.</summary>
+        const string StatesUsed = "states used";
+
+        static void ConsumeStates(autograd.AutogradContext ctx)
+        {
+            var used = (StrongBox<bool>)ctx.get_data(StatesUsed);
+            if (used.Value)
+                throw new InvalidOperationException("LASP-2's backward runs once per forward: it reuses the memory of the saved states.");
+            used.Value = true;
+        }
+
         public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
         {
             var (call, q, k, v) = ((Lasp2Call)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
@@ -198,6 +210,7 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
             foreach (var tensor in saved.ToList().Skip(3)) tensor.MoveToOuterDisposeScope(); // kept after forward returns
             ctx.save_for_backward(saved.ToList());
             ctx.save_data("call", call);
+            ctx.save_data(StatesUsed, new StrongBox<bool>());
             return [output.MoveToOuterDisposeScope()];
         }
 
@@ -205,22 +218,29 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
         {
             var call = (Lasp2Call)ctx.get_data("call");
             var (lambda, block, causal) = (call.Lambda, call.Options.BlockSize, call.Options.Causal);
+            ConsumeStates(ctx);
             using var scope = NewDisposeScope();
             var saved = Saved.From(ctx.get_saved_variables());
             var (qs, ks, vs, dOs) = (call.Pieces(saved.Q), call.Pieces(saved.K), call.Pieces(saved.V), call.Pieces(gradOutputs[0]));
             var segments = call.Segments(qs);                                                // P x [C_p] or null
             int pieces = qs.Length;
-            var (backwardStates, diagonal) = (new Kernel.BlockStates[pieces], new (Tensor DQ, Tensor DK, Tensor DV)[pieces]);
-            // Alg. 4 step 1: dM_t = Q_t^T dO_t, per piece dm_p = sum_i lambda^(i+1) q_i^T do_i (with its block gradients)
+            var (backwardStates, diagonal, dqs) = (new Kernel.BlockStates[pieces], new (Tensor DQ, Tensor DK, Tensor DV)[pieces], new Tensor[pieces]);
             for (int p = 0; p < pieces; p++)
-                backwardStates[p] = Kernel.BackwardStates(qs[p], dOs[p], lambda, block, causal, segments[p]);
+            {
+                // Alg. 4 step 4 for dQ first: dQ_t = dO_t P_t^T fused with the inter-block terms; it is the only reader of the
+                // states the blocks saw, so their memory then holds the backward states (one [B,H,nb,Dk,Dv] less at the peak)
+                dqs[p] = Kernel.QueryStateGradient(dOs[p], saved.Seen[p], lambda, block, addTo: null, segments[p]);   // [B,H,C_p,Dk]
+                // Alg. 4 step 1: dM_t = Q_t^T dO_t, per piece dm_p = sum_i lambda^(i+1) q_i^T do_i (with its block gradients)
+                backwardStates[p] = Kernel.BackwardStates(qs[p], dOs[p], lambda, block, causal, segments[p], into: causal ? saved.Seen[p] : null);
+            }
             // Alg. 4 step 1: start the AllGather of [dm_p] asynchronously (the gammas are the forward's)
             var gather = call.Gather(stack(backwardStates.Select(s => s.Total).ToList()), "backward"); // [P,B,H,Dk,Dv]
             // Alg. 4 step 2, while it is in flight: the intra gradients that need no state (A = Q K^T (.) Psi,
             // dA = dO V^T (.) Psi on the diagonal blocks: dQ = dA K, dK = dA^T Q, dV = A^T dO)
             using (gather.Computing(BackwardIntra))
                 for (int p = 0; p < pieces; p++)
-                    diagonal[p] = Kernel.DiagonalGradients(qs[p], ks[p], vs[p], dOs[p], saved.Summaries[p], backwardStates[p], lambda, block, segments[p]);
+                    diagonal[p] = Kernel.DiagonalGradients(qs[p], ks[p], vs[p], dOs[p], saved.Summaries[p], backwardStates[p], lambda, block, segments[p],
+                                                           addToDQ: dqs[p]);
             var gathered = gather.Wait();                                                    // [W,P,B,H,Dk,Dv]
             // Alg. 4 step 3: G_p = sum_{u>p} (prod_{p<w<u} gamma_w) dm_u in global piece order (unmasked: every other piece)
             var suffixes = call.Fold(gathered, saved.Gammas, backward: true);               // [P,B,H,Dk,Dv]
@@ -228,9 +248,9 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
             {
                 // each block b leaves dS_b + lambda^(C_p-end_b) G_p (unmasked: G_p)
                 var leaving = Kernel.StatesSeen(backwardStates[p], suffixes[p], lambda, block, qs[p], fromStart: false, segments[p], reuseLocal: true);
-                // Alg. 4 step 4: dQ_t += dO_t P_t^T, dK_t += V_t G_t^T, dV_t += K_t G_t, fused with the inter-block terms
+                // Alg. 4 step 4: dK_t += V_t G_t^T, dV_t += K_t G_t, fused with the inter-block terms
                 // (added in place into the diagonal gradients)
-                Kernel.StateGradients(ks[p], vs[p], dOs[p], saved.Seen[p], leaving, lambda, block, addTo: diagonal[p], segments[p]);
+                Kernel.KeyStateGradients(ks[p], vs[p], leaving, lambda, block, addTo: (diagonal[p].DK, diagonal[p].DV), segments[p]);
             }
             return [null!,
                     Lasp2Call.Join(diagonal.Select(d => d.DQ).ToList()).MoveToOuterDisposeScope(), // [B,H,C,Dk]

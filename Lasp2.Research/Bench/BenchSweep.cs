@@ -128,9 +128,9 @@ public sealed class BenchSweep(IBenchBackend backend, IReadOnlyDictionary<string
         {
             // Nothing measured yet: the analytic model, where it covers the method, for all ranks together.
             if (!MemoryModel.Covers(next.Method) || !next.Shape.Causal) return null;
-            double model = MemoryModel.PeakBytesPerRank(next.Shape, next.ElementSize) * next.Shape.WorldSize;
+            double model = MemoryModel.PeakBytesPerRank(next.Shape, next.ElementSize) * next.Shape.WorldSize * MemoryModel.HeapFactor;
             return model > plan.MemoryBudgetBytes
-                ? $"predicted {model / 1e9:0.0} GB by the memory model > budget {plan.MemoryBudgetBytes / 1e9:0.#} GB"
+                ? $"predicted {model / 1e9:0.0} GB by the memory model (x{MemoryModel.HeapFactor:0.#} for the native heap) > budget {plan.MemoryBudgetBytes / 1e9:0.#} GB"
                 : null;
         }
         var last = measured[^1];

@@ -4,8 +4,9 @@ namespace Lasp2.Research.Bench;
 /// Analytic resident peak of one causal chunked-linear layer (the single-device kernel or one LASP-2 rank), forward +
 /// backward as the benchmark runs it (docs/benchmarks.md, "Memory model"): with T = B H C d E bytes (one [B,H,C,d]
 /// tensor of the rank's C tokens) and S = B H ceil(C/L) d^2 E (the block states),
-/// peak = 4T (q, k, v, dO held by the caller) + T (output) + S (states kept for backward)
-///      + max(2S (backward summaries and their fold), S + 3T (dQ, dK, dV)) + segment temporaries.
+/// peak = 4T (q, k, v, dO held by the caller) + T (output) + S (block states: kept from forward, then reused for the
+///        backward ones) + max(S + T (the backward fold's copy beside dQ), 3T (dQ, dK, dV)) + segment temporaries.
+/// These are the live tensors; what the process holds beyond them is the allocator's (<see cref="HeapFactor"/>).
 /// </summary>
 public static class MemoryModel
 {
@@ -15,12 +16,20 @@ public static class MemoryModel
     /// <summary>The methods the model describes.</summary>
     public static bool Covers(string method) => method is BenchTargets.Lasp2 or BenchTargets.Chunked;
 
-    /// <summary>Predicted peak bytes per rank for <paramref name="shape"/> (causal) with <paramref name="elementSize"/>-byte elements.</summary>
+    /// <summary>Predicted peak bytes of live tensors per rank for <paramref name="shape"/> (causal) with <paramref name="elementSize"/>-byte elements.</summary>
     public static double PeakBytesPerRank(BenchShape shape, int elementSize)
     {
         double rows = (double)shape.Batch * shape.Heads, t = rows * shape.LocalLen * shape.HeadDim * elementSize;
         double blocks = Math.Ceiling(shape.LocalLen / (double)shape.BlockSize);
         double s = rows * blocks * shape.HeadDim * shape.HeadDim * elementSize;
-        return 4 * t + t + s + Math.Max(2 * s, s + 3 * t) + SegmentElements * elementSize;
+        return 5 * t + s + Math.Max(s + t, 3 * t) + SegmentElements * elementSize;
     }
+
+    /// <summary>
+    /// Resident bytes per live byte the native heap needs. The tuned heap (NativeHeap: one arena, no mmap, freed blocks
+    /// kept) fragments when tensors of many sizes, and several ranks' tensors, interleave in it: measured 1.6-1.9x the
+    /// live peak (W = 1 and 8, 256K-2M tokens), so a sweep budgets 2. With glibc's defaults every block above 32 MiB is
+    /// mmap-ed and unmapped on free, so the resident peak is the live one (measured within 6 % of the model).
+    /// </summary>
+    public static double HeapFactor => NativeHeap.State.StartsWith("tuned", StringComparison.Ordinal) ? 2 : 1;
 }

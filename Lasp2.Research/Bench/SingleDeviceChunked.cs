@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Lasp2.Reference;
 using Lasp2.Research.Attention;
 using Lasp2.Research.Comm;
@@ -45,6 +46,7 @@ public sealed class SingleDeviceChunked : ISequenceParallelAttention
         {
             var (q, k, v, options) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (AttentionOptions)vars[3]);
             ctx.save_data("options", options);
+            ctx.save_data("states used", new StrongBox<bool>());
             using var scope = NewDisposeScope();
             var (output, _, seen) = Kernel.ForwardKeepingStates(q, k, v, options.Decay, options.BlockSize, options.Causal);
             ctx.save_for_backward([q, k, v, seen.MoveToOuterDisposeScope()]);
@@ -54,10 +56,13 @@ public sealed class SingleDeviceChunked : ISequenceParallelAttention
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor dO)
         {
             var options = (AttentionOptions)ctx.get_data("options");
+            var used = (StrongBox<bool>)ctx.get_data("states used");
+            if (used.Value) throw new InvalidOperationException("the kernel's backward runs once per forward: it reuses the memory of the saved states.");
+            used.Value = true;
             var saved = ctx.get_saved_variables();
             using var scope = NewDisposeScope();
             var (dq, dk, dv, _) = Kernel.Backward(saved[0], saved[1], saved[2], dO, options.Decay, options.BlockSize, options.Causal,
-                                                  seen: options.Causal ? saved[3] : null);
+                                                  seen: options.Causal ? saved[3] : null, consumeSeen: true);
             return [dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(), dv.MoveToOuterDisposeScope(), null!];
         }
     }

@@ -70,21 +70,28 @@ public static class ChunkedLinearAttention
     /// <summary>
     /// Hand-written backward of <see cref="Forward"/> for output gradient dO [B,H,C,Dv] and final-state
     /// gradient dState (null = 0). Returns dQ, dK, dV and the gradient of the initial state. <paramref name="seen"/>:
-    /// the states each block saw in forward (<see cref="ForwardKeepingStates"/>); null recomputes them.
+    /// the states each block saw in forward (<see cref="ForwardKeepingStates"/>); null recomputes them. With
+    /// <paramref name="consumeSeen"/> the backward states are written into seen's memory once dQ has read it (one
+    /// [B,H,nb,Dk,Dv] tensor less at the peak); seen then no longer holds the forward states.
+    /// Order: dQ's state term first (it is the only reader of the entering states), then the backward states, the
+    /// diagonal blocks and the key-side state terms, so at most one block-state tensor and dQ, dK, dV are alive at once.
     /// </summary>
     public static (Tensor DQ, Tensor DK, Tensor DV, Tensor DInitialState) Backward(
         Tensor q, Tensor k, Tensor v, Tensor dO, double[]? decay, int blockSize, bool causal = true,
-        Tensor? initialState = null, Tensor? dState = null, Tensor? seen = null, Tensor? segments = null)
+        Tensor? initialState = null, Tensor? dState = null, Tensor? seen = null, Tensor? segments = null, bool consumeSeen = false)
     {
         var lambda = Check(q, k, v, decay, blockSize, causal, segments);
         using var scope = NewDisposeScope();
         // Unmasked, the diagonal part needs the forward total m, which the cached states do not hold.
         var forward = seen is null || !causal ? ForwardStates(k, v, lambda, blockSize, causal, segments) : null;
-        var backward = BackwardStates(q, dO, lambda, blockSize, causal, segments);
-        var diagonal = DiagonalGradients(q, k, v, dO, forward?.Total ?? backward.Total, backward, lambda, blockSize, segments);
         var entering = seen ?? StatesSeen(forward!, initialState, lambda, blockSize, q, fromStart: true, segments, reuseLocal: true);
+        var dqState = QueryStateGradient(dO, entering, lambda, blockSize, addTo: null, segments);
+        var reuse = causal && (seen is null || consumeSeen) ? entering : null;
+        var backward = BackwardStates(q, dO, lambda, blockSize, causal, segments, into: reuse);
+        var diagonal = DiagonalGradients(q, k, v, dO, forward?.Total ?? backward.Total, backward, lambda, blockSize, segments, addToDQ: dqState);
         var leaving = StatesSeen(backward, dState, lambda, blockSize, q, fromStart: false, segments, reuseLocal: true);
-        var (dq, dk, dv) = StateGradients(k, v, dO, entering, leaving, lambda, blockSize, addTo: diagonal, segments);
+        var (dk, dv) = KeyStateGradients(k, v, leaving, lambda, blockSize, addTo: (diagonal.DK, diagonal.DV), segments);
+        var dq = diagonal.DQ;
         var dInitial = dState is null ? backward.Total
             : backward.Total.Plus(Transition(lambda, q, segments) * dState);
         return (dq.MoveToOuterDisposeScope(), dk.MoveToOuterDisposeScope(),
@@ -156,10 +163,10 @@ public static class ChunkedLinearAttention
                                     : segments.index_select(0, index).eq(segments.narrow(0, n - 1, 1)); // [nb]
             decay = decay * reaches.to(like.dtype).view(1, 1, 1, -1, 1);
         }
-        var term = decay.transpose(2, 3) * outer.unsqueeze(2);                                               // [B,H,nb,Dk,Dv]
-        if (!reuseLocal) return local.Blocks.Plus(term).MoveToOuterDisposeScope();
-        local.Blocks.PlusInPlace(term);
-        return local.Blocks;
+        // S_b + decay_b outer, broadcast in one in-place pass: the [B,H,nb,Dk,Dv] product is never materialised
+        var target = reuseLocal ? local.Blocks : local.Blocks.clone();
+        target.PlusProductInPlace(decay.transpose(2, 3), outer.unsqueeze(2), 1.0);                  // [1,H,nb,1,1] x [B,H,1,Dk,Dv]
+        return reuseLocal ? target : target.MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -190,17 +197,22 @@ public static class ChunkedLinearAttention
     /// <summary>
     /// Backward phase 1: per-block q-side summaries d_b = sum_i lambda^(i'+1) q_i^T do_i folded into the
     /// gradient leaving each block from later blocks; Total = dm = sum_i lambda^(i+1) q_i^T do_i.
+    /// Causal, <paramref name="into"/> (a [B,H,nb,Dk,Dv] tensor whose contents are no longer needed, e.g. the forward
+    /// states once dQ has read them) receives the leaving gradients instead of a new tensor.
     /// </summary>
-    public static BlockStates BackwardStates(Tensor q, Tensor dO, double[] lambda, int blockSize, bool causal, Tensor? segments = null)
+    public static BlockStates BackwardStates(Tensor q, Tensor dO, double[] lambda, int blockSize, bool causal, Tensor? segments = null,
+                                             Tensor? into = null)
     {
         ComputeMeter.Add(PhaseFlops.StateProduct(q.shape[0] * q.shape[1], q.shape[2], q.shape[3], dO.shape[3]));
         // Alg. 3 / Alg. 4 step 1: dM_t = Q_t^T dO_t
         if (!causal) return new BlockStates(null, q.transpose(-2, -1).matmul(dO));           // [B,H,Dk,Dv]
         using var scope = NewDisposeScope();
         // d_b = sum_i lambda^(i'+1) q_i^T do_i;  dS_{b-1} = lambda^L dS_b + d_b: leaving gradients and dm
-        var (summaries, gammas) = BlockSummaries(q, dO, lambda, blockSize, keySide: false, segments);
+        var (summaries, gammas) = BlockSummaries(q, dO, lambda, blockSize, keySide: false, segments, into);
         var (suffixes, total) = StatePrefix.ExclusiveSuffix(summaries, gammas, dim: 2);
-        return new BlockStates(suffixes.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
+        if (into is null) return new BlockStates(suffixes.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
+        into.copy_(suffixes);
+        return new BlockStates(into, total.MoveToOuterDisposeScope());
     }
 
     /// <summary>
@@ -209,19 +221,21 @@ public static class ChunkedLinearAttention
     /// unmasked (Alg. 3, local part), dQ = dO m^T, dK = V dm^T, dV = K dm, with m = <paramref name="state"/>
     /// (the forward Total, used unmasked only). Each segment of blocks is written into the preallocated gradients
     /// as it is computed and its temporaries are freed at once: the peak is the three results plus one segment.
+    /// dQ is added into <paramref name="addToDQ"/> when given (<see cref="QueryStateGradient"/>'s result).
     /// </summary>
     public static (Tensor DQ, Tensor DK, Tensor DV) DiagonalGradients(Tensor q, Tensor k, Tensor v, Tensor dO,
-        Tensor state, BlockStates backward, double[] lambda, int blockSize, Tensor? segments = null)
+        Tensor state, BlockStates backward, double[] lambda, int blockSize, Tensor? segments = null, Tensor? addToDQ = null)
     {
         ComputeMeter.Add(PhaseFlops.DiagonalBackward(q.shape[0] * q.shape[1], q.shape[2], k.shape[3], v.shape[3], blockSize, backward.Blocks is not null));
         if (backward.Blocks is null)
         {
             using var unmasked = NewDisposeScope();
-            return (dO.matmul(state.transpose(-2, -1)).MoveToOuterDisposeScope(),
+            var product = dO.matmul(state.transpose(-2, -1));                                 // [B,H,C,Dk]
+            return ((addToDQ is null ? product.MoveToOuterDisposeScope() : addToDQ.PlusInPlace(product)),
                     v.matmul(backward.Total.transpose(-2, -1)).MoveToOuterDisposeScope(),
                     k.matmul(backward.Total).MoveToOuterDisposeScope());
         }
-        var (dq, dk, dv) = (Like(q), Like(k), Like(v));
+        var (dq, dk, dv) = (addToDQ ?? Like(q), Like(k), Like(v));
         var decays = new BlockDecays(lambda, blockSize, q, segments);
         foreach (var segment in Segments(q, v.shape[3], blockSize))
         {
@@ -231,7 +245,8 @@ public static class ChunkedLinearAttention
             var scores = decay.Mask(qb.bmm(kb.transpose(1, 2)));                            // A  [n,L,L]
             var dScores = decay.Mask(dOb.bmm(vb.transpose(1, 2)));                          // dA [n,L,L]
             // dQ_b = dA K_b, dK_b = dA^T Q_b, dV_b = A^T dO_b
-            Rows(dq, segment, write: true).copy_(dScores.bmm(kb));                           // [n,L,Dk]
+            var dqRows = Rows(dq, segment, write: true);                                     // [n,L,Dk]
+            if (addToDQ is null) dqRows.copy_(dScores.bmm(kb)); else dqRows.PlusInPlace(dScores.bmm(kb));
             Rows(dk, segment, write: true).copy_(dScores.transpose(1, 2).bmm(qb));           // [n,L,Dk]
             Rows(dv, segment, write: true).copy_(scores.transpose(1, 2).bmm(dOb));           // [n,L,Dv]
         }
@@ -248,29 +263,66 @@ public static class ChunkedLinearAttention
     public static (Tensor DQ, Tensor DK, Tensor DV) StateGradients(Tensor k, Tensor v, Tensor dO, Tensor entering,
         Tensor leaving, double[] lambda, int blockSize, (Tensor DQ, Tensor DK, Tensor DV)? addTo = null, Tensor? segments = null)
     {
-        ComputeMeter.Add(3 * PhaseFlops.StateProduct(k.shape[0] * k.shape[1], k.shape[2], k.shape[3], v.shape[3]));
-        var (dq, dk, dv) = addTo ?? (zeros(k.shape, dtype: k.dtype, device: k.device), zeros(k.shape, dtype: k.dtype, device: k.device),
-                                     zeros(v.shape, dtype: v.dtype, device: v.device));  // dQ, dK [B,H,C,Dk], dV [B,H,C,Dv]
+        var dq = QueryStateGradient(dO, entering, lambda, blockSize, addTo?.DQ, segments);
+        var (dk, dv) = KeyStateGradients(k, v, leaving, lambda, blockSize, addTo is { } a ? (a.DK, a.DV) : null, segments);
+        return (dq, dk, dv);
+    }
+
+    /// <summary>
+    /// dQ's state term (<see cref="StateGradients"/>): dq_i = lambda^(i'+1) do_i S_seen(b)^T (unmasked dO P^T) [B,H,C,Dk],
+    /// added into <paramref name="addTo"/> when given, else a new tensor. It is the only backward term that reads the
+    /// entering states, so a caller can run it first and reuse their memory (<see cref="Backward"/>).
+    /// </summary>
+    public static Tensor QueryStateGradient(Tensor dO, Tensor entering, double[] lambda, int blockSize, Tensor? addTo = null,
+                                            Tensor? segments = null)
+    {
+        ComputeMeter.Add(PhaseFlops.StateProduct(dO.shape[0] * dO.shape[1], dO.shape[2], entering.shape[^2], dO.shape[3]));
         if (entering.dim() == 4)
         {
             using var unmasked = NewDisposeScope();
-            dq.PlusInPlace(dO.matmul(entering.transpose(-2, -1)));                            // dQ += dO P^T
+            var product = dO.matmul(entering.transpose(-2, -1));                              // dO P^T [B,H,C,Dk]
+            return addTo is null ? product.MoveToOuterDisposeScope() : addTo.PlusInPlace(product);
+        }
+        var dq = addTo ?? empty(dO.shape[0], dO.shape[1], dO.shape[2], entering.shape[^2], dtype: dO.dtype, device: dO.device);
+        var decays = new BlockDecays(lambda, blockSize, dO, segments);
+        foreach (var segment in Segments(dO, entering.shape[^2], blockSize))
+        {
+            using var scope = NewDisposeScope();
+            // S_{b-1} + decayed P [n,Dk,Dv] -> lambda^(i'+1) do_i S^T [n,L,Dk]
+            var term = decays.For(segment).Query(Rows(dO, segment).bmm(StateRows(entering, segment).transpose(1, 2)));
+            var rows = Rows(dq, segment, write: true);
+            if (addTo is null) rows.copy_(term); else rows.PlusInPlace(term);
+        }
+        return dq;
+    }
+
+    /// <summary>
+    /// dK's and dV's state terms (<see cref="StateGradients"/>): dk_j = lambda^(L-1-j) v_j dS^T, dv_j = lambda^(L-1-j) k_j dS
+    /// (unmasked V G^T, K G), added into <paramref name="addTo"/> when given, else new tensors.
+    /// </summary>
+    public static (Tensor DK, Tensor DV) KeyStateGradients(Tensor k, Tensor v, Tensor leaving, double[] lambda, int blockSize,
+                                                           (Tensor DK, Tensor DV)? addTo = null, Tensor? segments = null)
+    {
+        ComputeMeter.Add(2 * PhaseFlops.StateProduct(k.shape[0] * k.shape[1], k.shape[2], k.shape[3], v.shape[3]));
+        var (dk, dv) = addTo ?? (zeros(k.shape, dtype: k.dtype, device: k.device), zeros(v.shape, dtype: v.dtype, device: v.device)); // [B,H,C,Dk], [B,H,C,Dv]
+        if (leaving.dim() == 4)
+        {
+            using var unmasked = NewDisposeScope();
             dk.PlusInPlace(v.matmul(leaving.transpose(-2, -1)));                              // dK += V G^T
             dv.PlusInPlace(k.matmul(leaving));                                                // dV += K G
-            return (dq, dk, dv);
+            return (dk, dv);
         }
         var decays = new BlockDecays(lambda, blockSize, k, segments);
         foreach (var segment in Segments(k, v.shape[3], blockSize))
         {
             using var scope = NewDisposeScope();
-            var (kb, vb, dOb) = (Rows(k, segment), Rows(v, segment), Rows(dO, segment));   // [n,L,D]
+            var (kb, vb) = (Rows(k, segment), Rows(v, segment));                            // [n,L,D]
             var decay = decays.For(segment);
-            var (seenIn, seenOut) = (StateRows(entering, segment), StateRows(leaving, segment)); // S_{b-1} + decayed P, dS_b + decayed G [n,Dk,Dv]
-            Rows(dq, segment, write: true).PlusInPlace(decay.Query(dOb.bmm(seenIn.transpose(1, 2))));  // [n,L,Dk]
+            var seenOut = StateRows(leaving, segment);                                       // dS_b + decayed G [n,Dk,Dv]
             Rows(dk, segment, write: true).PlusInPlace(decay.Key(vb.bmm(seenOut.transpose(1, 2))));    // [n,L,Dk]
             Rows(dv, segment, write: true).PlusInPlace(decay.Key(kb.bmm(seenOut)));                    // [n,L,Dv]
         }
-        return (dq, dk, dv);
+        return (dk, dv);
     }
 
     /// <summary>
@@ -349,10 +401,10 @@ public static class ChunkedLinearAttention
     /// (0 for a block holding a document start: its state starts from zero).
     /// </summary>
     static (Tensor Summaries, Tensor Gammas) BlockSummaries(Tensor a, Tensor b, double[] lambda, int blockSize, bool keySide,
-                                                            Tensor? segments)
+                                                            Tensor? segments, Tensor? into = null)
     {
         long n = a.shape[2], full = n / blockSize, tail = n % blockSize;
-        var summaries = empty([a.shape[0], a.shape[1], full + (tail > 0 ? 1 : 0), a.shape[3], b.shape[3]], dtype: a.dtype, device: a.device);
+        var summaries = into ?? empty([a.shape[0], a.shape[1], full + (tail > 0 ? 1 : 0), a.shape[3], b.shape[3]], dtype: a.dtype, device: a.device);
         var decays = new BlockDecays(lambda, blockSize, a, segments);
         foreach (var segment in Segments(a, b.shape[3], blockSize))
         {

@@ -78,11 +78,11 @@ public static class MethodSchedules
         for (int p = 0; p < pieces; p++) forward.Compute(state);                        // Q_t P_t with the inter-block terms
 
         var backward = new TraceBuilder();
-        for (int p = 0; p < pieces; p++) backward.Compute(state);                       // dm_p
+        for (int p = 0; p < pieces; p++) backward.Compute(2 * state);                   // dQ's state term (it frees the states), dm_p
         gathers = Chunks(backward, pieces * s.StateBytes, s.GatherChunks);
         for (int p = 0; p < pieces; p++) backward.Compute(PhaseFlops.DiagonalBackward(rows, length, s.DimK, s.DimV, s.BlockSize, s.Causal));
         foreach (var g in gathers) backward.Wait(g);
-        for (int p = 0; p < pieces; p++) backward.Compute(3 * state);                   // dQ, dK, dV state terms
+        for (int p = 0; p < pieces; p++) backward.Compute(2 * state);                   // dK, dV state terms
         return new(forward.Events, backward.Events);
     }
 

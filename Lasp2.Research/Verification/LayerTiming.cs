@@ -85,9 +85,11 @@ public static class LayerTiming
                 var watch = Stopwatch.StartNew();
                 using (var scope = NewDisposeScope())
                 {
-                    // States kept from forward to backward, as LASP-2 keeps them: the same work and caching policy.
+                    // States kept from forward to backward and reused for the backward ones, as LASP-2 does: the same work,
+                    // caching policy and memory.
                     var (_, _, seen) = ChunkedLinearAttention.ForwardKeepingStates(q, k, v, null, config.BlockSize, config.Causal);
-                    ChunkedLinearAttention.Backward(q, k, v, dO, null, config.BlockSize, config.Causal, seen: config.Causal ? seen : null);
+                    ChunkedLinearAttention.Backward(q, k, v, dO, null, config.BlockSize, config.Causal, seen: config.Causal ? seen : null,
+                                                    consumeSeen: true);
                 }
                 if (i >= config.Warmup) times.Add(watch.Elapsed);
             }
