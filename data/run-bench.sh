@@ -38,8 +38,9 @@ done
 # 5. Scale: the longest causal LASP-2 layer (h = 2, d = 64, fp32) fwd+bwd on 8 in-process ranks (oversubscribed on
 #    2 cores: a memory result, not a speed claim), up to 4M tokens; a length predicted over --memory-gb is a skipped row.
 #    glibc's default allocator (resident = live tensors; the tuned one-arena heap fragments to ~1.9x, docs/benchmarks.md)
-#    and blocks of L = 128 (block states S = T d / L half a [B,H,C,d] tensor): 4M peaks at about 19 GB.
+#    and blocks of L = 128 (block states S = T d / L half a [B,H,C,d] tensor): 4M peaks at about 19 GB. 3 iterations
+#    (a memory result; at 4M one iteration takes over a minute).
 step scale env LASP2_NATIVE_HEAP=default dotnet Lasp2.Cli/bin/Release/net10.0/linux-x64/lasp2.dll bench --methods lasp2 \
-  --seq 256K,512K,1M,2M,4M --world 8 --block 128 --warmup 0 --iterations 5 --max-seconds 300 --memory-gb 21 --out $csv --append --charts none
+  --seq 256K,512K,1M,2M,4M --world 8 --block 128 --warmup 0 --iterations 3 --max-seconds 300 --memory-gb 21 --out $csv --append --charts none
 # Charts, summary and targets from the whole file.
 step report lasp2 bench --report --out $csv
