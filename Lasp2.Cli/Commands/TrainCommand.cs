@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.ComponentModel;
 using System.Globalization;
 using Lasp2.Charts;
@@ -63,10 +64,10 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         [CommandOption("--dp <N>"), OptionRange(1, 1024), Description("Data-parallel ranks (>= 1, default 1). The run uses sp x dp ranks.")]
         public int Dp { get; init; } = 1;
 
-        [CommandOption("--seq <N>"), OptionRange(1), Description("Tokens per sequence (default 256; divisible by sp, or 2 sp for zigzag).")]
-        public int Seq { get; init; } = 256;
+        [CommandOption("--seq <N>"), OptionRange(1), Description("Tokens per sequence (default 256, with --resume the checkpoint's; divisible by sp, or 2 sp for zigzag).")]
+        public int? Seq { get; init; }
 
-        [CommandOption("--batch <B>"), OptionRange(1), Description("Sequences per step over all data-parallel ranks (default dp; a multiple of dp).")]
+        [CommandOption("--batch <B>"), OptionRange(1), Description("Sequences per step over all data-parallel ranks (default dp, with --resume the checkpoint's; a multiple of dp).")]
         public int? Batch { get; init; }
 
         [CommandOption("--steps <N>"), OptionRange(1), Description("Train until this step (>= 1, default 100; with --resume the run continues up to it).")]
@@ -128,7 +129,7 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
             if (Resume is not null && !Directory.Exists(Resume)) throw new ArgumentException($"--resume = '{Resume}' is not a checkpoint folder.", "--resume");
             if (Resume is null && (KvHeads ?? 2) is var kv && (Heads ?? 4) % kv != 0)
                 throw new ArgumentException($"--kv-heads = {kv} must divide --heads = {Heads ?? 4}.", "--kv-heads");
-            if (Resume is null) CheckSequence(Seq, Sp, Layout == "zigzag" ? Lasp2.Reference.Layout.Zigzag : Lasp2.Reference.Layout.Contiguous);
+            if (Resume is null) CheckSequence(Seq ?? DefaultSeq, Sp, Layout == "zigzag" ? Lasp2.Reference.Layout.Zigzag : Lasp2.Reference.Layout.Contiguous);
             if (!File.Exists(Data) && !Directory.Exists(Data))
                 throw new ArgumentException($"--data = '{Data}' does not exist; install Debian's fortunes (apt-get install fortunes) or pass data/fortunes-sample.txt.", "--data");
         });
@@ -149,16 +150,16 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         var corpus = TextCorpus.Build(TextCorpus.ReadFortunes(settings.Data), config.Vocab, vocabulary);
         config = config with { Vocab = corpus.Vocabulary.Size };
         if (config.Unsupported(settings.Sp) is { } reason) throw new ArgumentException($"--sp = {settings.Sp}: {reason}.", "--sp");
-        Settings.CheckSequence(settings.Seq, settings.Sp, config.Layout);
-        int batch = settings.Batch ?? settings.Dp;
+        var (seq, batch) = DataShape(settings);
+        Settings.CheckSequence(seq, settings.Sp, config.Layout);
         var options = new TrainOptions(new LearningRate(settings.Lr, settings.Lr / 10, settings.Warmup ?? settings.Steps / 10, settings.Steps).Validate(),
                                        settings.Clip, Seed: settings.Seed,
                                        Dtype: settings.Dtype == "float64" ? torch.ScalarType.Float64 : torch.ScalarType.Float32);
         string folder = settings.Out ?? Path.Combine("runs", $"train-{config.Pattern}-sp{settings.Sp}-dp{settings.Dp}-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
         var plan = new RunPlan(settings.Sp, settings.Dp, settings.Steps, settings.EvalEvery, settings.EvalBatches,
                                Path.Combine(folder, "log.csv"), settings.Save ?? Path.Combine(folder, "checkpoint"), settings.Resume);
-        var train = corpus.Batches(batch, settings.Seq);
-        var validation = corpus.Batches(batch, settings.Seq, heldOut: true);
+        var train = corpus.Batches(batch, seq);
+        var validation = corpus.Batches(batch, seq, heldOut: true);
         int ranks = settings.Sp * settings.Dp;
 
         IReadOnlyList<LogRow> RunRank(IProcessGroup world, ProgressTask? progress) =>
@@ -180,12 +181,12 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                     return run(task);
                 });
 
-        Describe(settings, config, corpus, batch, ranks);
+        Describe(settings, config, corpus, batch, seq, ranks);
         if (settings.Backend == "inproc")
         {
             var rows = WithProgress(task => ProcessGroups.RunInProcess(ranks, world => RunRank(world, world.Rank == 0 ? task : null),
                                                                        threadsPerRank: ThreadsPerRank(settings, ranks))[0]);
-            return Finish(folder, plan, corpus, rows);
+            return Finish(folder, plan, corpus, rows, seq, batch);
         }
         return ProcessGroups.RunMpi(world =>
         {
@@ -197,13 +198,13 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                 RunRank(world, null);
                 return 0;
             }
-            return Finish(folder, plan, corpus, WithProgress(task => RunRank(world, task)));
+            return Finish(folder, plan, corpus, WithProgress(task => RunRank(world, task)), seq, batch);
         });
     }
 
     static int ThreadsPerRank(Settings s, int ranks) => s.Threads ?? Math.Max(1, Environment.ProcessorCount / ranks);
 
-    static void Describe(Settings s, ModelConfig config, TextCorpus corpus, int batch, int ranks)
+    static void Describe(Settings s, ModelConfig config, TextCorpus corpus, int batch, int seq, int ranks)
     {
         long parameters = config.Vocab * (long)config.ModelDim * 2
                           + config.Pattern.Sum(l => (l == 'L' ? 4L : 2L + 2L * config.KvHeads / config.Heads) * config.ModelDim * config.ModelDim
@@ -211,16 +212,17 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         AnsiConsole.MarkupLine(Markup.Escape(
             $"model {config.Pattern}: D={config.ModelDim} H={config.Heads} Hkv={config.KvHeads} F={config.MlpDim} V={config.Vocab} (~{parameters / 1e6:F2}M parameters), " +
             $"L={config.LinearMethod}/{config.Recurrence}/{config.FeatureMap}, N={config.SoftmaxMethod}, {config.Layout}, documents {(config.SeparateDocuments ? "separate" : "joined")}; " +
-            $"sp {s.Sp} x dp {s.Dp} = {ranks} rank(s) ({s.Backend}), batch {batch} x {s.Seq} tokens, {s.Dtype}"));
+            $"sp {s.Sp} x dp {s.Dp} = {ranks} rank(s) ({s.Backend}), batch {batch} x {seq} tokens, {s.Dtype}"));
         AnsiConsole.MarkupLine(Markup.Escape(
             $"data {s.Data}: {corpus.Documents} documents, {corpus.Train.Tokens.Length} training / {corpus.Validation.Tokens.Length} held-out tokens, " +
             $"<unk> {corpus.UnknownRate:P1} of training tokens"));
     }
 
     /// <summary>Rank 0: the vocabulary beside the checkpoint, the loss chart, a summary.</summary>
-    static int Finish(string folder, RunPlan plan, TextCorpus corpus, IReadOnlyList<LogRow> rows)
+    static int Finish(string folder, RunPlan plan, TextCorpus corpus, IReadOnlyList<LogRow> rows, int seq, int batch)
     {
         corpus.Vocabulary.Save(Path.Combine(plan.Save!, "vocab.json"));
+        File.WriteAllText(Path.Combine(plan.Save!, DataFile), JsonSerializer.Serialize(new DataShapeFile(seq, batch)));
         var steps = rows.Select(r => (double)r.Step + 1).ToArray();
         var held = rows.Where(r => r.ValidationLoss is not null).ToArray();
         Chart.Line("Training loss", "step", "cross-entropy (nats)",
@@ -237,6 +239,27 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
             AnsiConsole.MarkupLine($"resident memory from step {settled.Step + 1} to {last.Step + 1}: {settled.ResidentMiB:F0} -> {last.ResidentMiB:F0} MiB ({(last.ResidentMiB / settled.ResidentMiB - 1):+0.0%;-0.0%})");
         AnsiConsole.MarkupLine(Markup.Escape($"log {plan.LogPath}, chart {Path.Combine(folder, "loss.html")}, checkpoint {plan.Save}"));
         return 0;
+    }
+
+    const int DefaultSeq = 256;
+    const string DataFile = "data.json";
+
+    /// <summary>The windows a run cut the corpus into (beside the checkpoint: the batch of a step depends on them).</summary>
+    sealed record DataShapeFile(int Seq, int Batch);
+
+    /// <summary>
+    /// Tokens per sequence and sequences per step: as given, else the checkpoint's when resuming (so the resumed run sees
+    /// the batches the interrupted one would have), else 256 and dp.
+    /// </summary>
+    static (int Seq, int Batch) DataShape(Settings s)
+    {
+        var saved = s.Resume is not null && File.Exists(Path.Combine(s.Resume, DataFile))
+            ? JsonSerializer.Deserialize<DataShapeFile>(File.ReadAllText(Path.Combine(s.Resume, DataFile)))
+            : null;
+        int batch = s.Batch ?? saved?.Batch ?? s.Dp;
+        if (batch % s.Dp != 0)
+            throw new ArgumentException($"--batch = {batch} (the checkpoint's) must be a multiple of --dp = {s.Dp}; give --batch.", "--batch");
+        return (s.Seq ?? saved?.Seq ?? DefaultSeq, batch);
     }
 
     /// <summary>The model: from the options (defaults filled in), or from the checkpoint when resuming (options must agree with it).</summary>
