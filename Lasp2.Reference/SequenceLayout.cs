@@ -79,6 +79,9 @@ public static class SequenceLayout
         return Enumerable.Range(0, PiecesPerRank(layout)).Select(slot => local.narrow(dim, slot * length, length)).ToArray();
     }
 
+    /// <summary>The inverse of <see cref="LocalPieces"/>: one piece is returned as is (no copy), two are concatenated along <paramref name="dim"/>.</summary>
+    public static Tensor JoinLocalPieces(IList<Tensor> pieces, int dim = 2) => pieces.Count == 1 ? pieces[0] : cat(pieces, dim);
+
     /// <summary>
     /// Every rank's pieces, gathered in rank order [W, P, ...] (P pieces per rank), re-ordered into global
     /// sequence order [W * P, ...]: a scan over the result gives each piece the fold of all earlier pieces

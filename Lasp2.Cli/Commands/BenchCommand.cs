@@ -155,14 +155,14 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             rows = Sweep(reporter ? (c, done, total) => Console.WriteLine($"[{done + 1}/{total}] {c.Label}") : null).Run(plan);
         if (!reporter) return 0;
 
-        AnsiConsole.Write(FrameTable("This run", BenchFrame.Summary(BenchFrame.From(rows))));
+        AnsiConsole.Write(FrameTables.Of("This run", BenchFrame.Summary(BenchFrame.From(rows))));
         AnsiConsole.MarkupLine($"wrote {rows.Count} rows to [bold]{Markup.Escape(settings.Out)}[/] in {watch.Elapsed.TotalSeconds:0.0} s");
         return Report(settings, BenchCsv.Load(settings.Out), summary: false);
     }
 
     static int Report(Settings settings, DataFrame frame, bool summary = true)
     {
-        if (summary) AnsiConsole.Write(FrameTable(settings.Out, BenchFrame.Summary(frame)));
+        if (summary) AnsiConsole.Write(FrameTables.Of(settings.Out, BenchFrame.Summary(frame)));
         var targets = new Table().Title("Targets (benchmark outputs, not tests; medians)").AddColumns("target", "measured", "bound", "verdict", "basis");
         foreach (var t in BenchTargets.Evaluate(frame))
             targets.AddRow(Markup.Escape(t.Name), t.Value.ToString("0.000", CultureInfo.InvariantCulture),
@@ -171,7 +171,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                 Markup.Escape(t.Basis));
         AnsiConsole.Write(targets);
         var versus = BenchTargets.Lasp2VersusLasp1(frame);
-        AnsiConsole.Write(FrameTable("LASP-2 / LASP-1 per backend, W and N (median times)", versus));
+        AnsiConsole.Write(FrameTables.Of("LASP-2 / LASP-1 per backend, W and N (median times)", versus));
         if (settings.Charts != "none")
         {
             string ratios = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(settings.Out))!, Path.GetFileNameWithoutExtension(settings.Out) + "-lasp2-vs-lasp1.csv");
@@ -190,7 +190,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         torch.set_num_threads(1);
         long n = SweepArguments.Lengths(s.Seq)[0];
         var profile = KernelProfile.Run(s.Batch, s.Heads, n, s.Dim, s.Block, SweepArguments.Dtypes(s.Dtype)[0]);
-        AnsiConsole.Write(FrameTable($"chunked kernel phases, B={s.Batch} H={s.Heads} N={n} d={s.Dim} L={s.Block} {s.Dtype}, 1 thread (memory in [B,H,N,d] tensors)", profile));
+        AnsiConsole.Write(FrameTables.Of($"chunked kernel phases, B={s.Batch} H={s.Heads} N={n} d={s.Dim} L={s.Block} {s.Dtype}, 1 thread (memory in [B,H,N,d] tensors)", profile));
         string path = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(s.Out))!, Path.GetFileNameWithoutExtension(s.Out) + "-kernel-profile.csv");
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         DataFrame.SaveCsv(profile, path);
@@ -205,20 +205,6 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             .AddColumns("dtype", "threads", "n", "libtorch matmul peak GFLOP/s");
         foreach (var p in run.Peaks) table.AddRow(p.Dtype.ToString(), p.Threads.ToString(CultureInfo.InvariantCulture), p.Size.ToString(CultureInfo.InvariantCulture), p.GflopsPerSecond.ToString("0.0", CultureInfo.InvariantCulture));
         table.Caption($"published physical fp32 ceiling of the project's 2-core AVX-512 machines (OpenBLAS, platform.md): {MatmulPeak.PublishedPhysicalFp32Gflops} GFLOP/s");
-        return table;
-    }
-
-    static Table FrameTable(string title, DataFrame frame)
-    {
-        var table = new Table().Title(Markup.Escape(title));
-        foreach (var column in frame.Columns) table.AddColumn(column.Name);
-        foreach (var row in frame.Rows)
-            table.AddRow(row.Select(cell => Markup.Escape(cell switch
-            {
-                double d when double.IsNaN(d) => "-",
-                double d => Math.Abs(d) >= 1000 || d == Math.Floor(d) ? d.ToString("0", CultureInfo.InvariantCulture) : d.ToString("0.###", CultureInfo.InvariantCulture),
-                var other => other?.ToString() ?? "",
-            })).ToArray());
         return table;
     }
 

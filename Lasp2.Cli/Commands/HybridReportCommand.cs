@@ -1,7 +1,5 @@
 using System.ComponentModel;
-using System.Globalization;
 using Lasp2.Research.Model;
-using Microsoft.Data.Analysis;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -30,23 +28,15 @@ public sealed class HybridReportCommand : Command<HybridReportCommand.Settings>
     {
         var runs = HybridStudy.LoadRuns(Path.Combine(settings.Data, "hybrid-ratio.csv"));
         var published = HybridStudy.Published(Path.Combine(settings.Data, "published-convergence.csv"));
-        Print("hybrid-ratio study: held-out loss per pattern", HybridStudy.Summary(runs));
-        Print("next to the paper (basic linear attention; gap closed: 0 = as pure linear, 1 = as all softmax)", HybridStudy.Comparison(runs, published));
-        var ours = HybridStudy.Patterns.ToDictionary(p => p, p => runs.Where(r => r.Pattern == p).Average(r => r.HeldOut));
+        AnsiConsole.Write(FrameTables.Of("hybrid-ratio study: held-out loss per pattern", HybridStudy.Summary(runs)));
+        AnsiConsole.Write(FrameTables.Of("next to the paper (basic linear attention; gap closed: 0 = as pure linear, 1 = as all softmax)",
+                                         HybridStudy.Comparison(runs, published)));
+        var ours = HybridStudy.HeldOutMeans(runs);
         var paperPatterns = HybridStudy.Patterns.Where(p => !double.IsNaN(published[p])).ToList();
         AnsiConsole.MarkupLine(Markup.Escape($"ours, best first: {HybridStudy.Order(ours, HybridStudy.Patterns)}; paper: {HybridStudy.Order(published, paperPatterns)}"));
         HybridStudy.Curves(HybridStudy.LoadCurves(Path.Combine(settings.Data, "hybrid-ratio-curves.csv"))).SaveHtml(Path.Combine(settings.Data, "hybrid-ratio.html"));
         HybridStudy.Finals(runs).SaveHtml(Path.Combine(settings.Data, "hybrid-ratio-final.html"));
         AnsiConsole.MarkupLine(Markup.Escape($"charts: {Path.Combine(settings.Data, "hybrid-ratio.html")}, {Path.Combine(settings.Data, "hybrid-ratio-final.html")}"));
         return 0;
-    }
-
-    static void Print(string title, DataFrame frame)
-    {
-        var table = new Table().Title(Markup.Escape(title));
-        foreach (var column in frame.Columns) table.AddColumn(Markup.Escape(column.Name));
-        foreach (var row in frame.Rows)
-            table.AddRow(row.Select(v => Markup.Escape(v is double d ? d.ToString("0.####", CultureInfo.InvariantCulture) : v?.ToString() ?? "")).ToArray());
-        AnsiConsole.Write(table);
     }
 }

@@ -33,9 +33,6 @@ sealed record AffineCall(Recurrence Recurrence, int BlockSize, Layout Layout, bo
 
     /// <summary>This rank's pieces of a local tensor [B,H,C,...], in local order.</summary>
     public Tensor[] Pieces(Tensor x) => SequenceLayout.LocalPieces(x, Layout);
-
-    /// <summary>The inverse of <see cref="Pieces"/>.</summary>
-    public static Tensor Join(IList<Tensor> pieces) => pieces.Count == 1 ? pieces[0] : cat(pieces, 2);
 }
 
 /// <summary>
@@ -94,7 +91,7 @@ sealed class AffineFunction : autograd.SingleTensorFunction<AffineFunction>
         // step 2: P_p, the state entering each piece (crosses ranks)
         var (entering, kept) = call.Passing.Entering(summaries.Select(s => s.Transition).ToArray(), summaries.Select(s => s.State).ToArray());
         // step 3: o from P_p through the local chunked kernel
-        var output = AffineCall.Join(pieces.Select((x, p) =>
+        var output = SequenceLayout.JoinLocalPieces(pieces.Select((x, p) =>
             GatedLinearAttention.Chunked(x.Q, x.K, x.V, x.Gates, call.BlockSize, entering[p]).Output).ToList()); // [B,H,C,Dv]
         foreach (var state in entering.Concat(kept)) state.MoveToOuterDisposeScope();     // saved after forward returns
         ctx.save_for_backward([.. inputs, .. entering, .. kept]);
@@ -136,7 +133,7 @@ sealed class AffineFunction : autograd.SingleTensorFunction<AffineFunction>
             for (int i = 0; i < grads.Length; i++) pieceGrads[p][i + 1] = pieceGrads[p][i + 1].Plus(grads[i]);
         }
         var result = Enumerable.Range(0, count)
-            .Select(i => call.NeedsGrad[i] ? AffineCall.Join(pieceGrads.Select(g => g[i]).ToList()).MoveToOuterDisposeScope() : null!)
+            .Select(i => call.NeedsGrad[i] ? SequenceLayout.JoinLocalPieces(pieceGrads.Select(g => g[i]).ToList()).MoveToOuterDisposeScope() : null!)
             .ToList();
         result.Add(null!);                                                                   // the call
         return result;

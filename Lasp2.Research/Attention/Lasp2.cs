@@ -91,9 +91,6 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
         public Tensor?[] Segments(Tensor[] pieces) =>
             pieces.Select((piece, p) => DocumentStarts is null ? null : Masks.Segments(piece.shape[2], DocumentStarts[p], piece.device)).ToArray();
 
-        /// <summary>The inverse of <see cref="Pieces"/>: one piece is returned as is (no copy), two are concatenated.</summary>
-        public static Tensor Join(IList<Tensor> pieces) => pieces.Count == 1 ? pieces[0] : cat(pieces, 2);
-
         /// <summary>
         /// Step 3: from every rank's pieces [W,P,B,H,Dk,Dv] and their gammas [W,P,1,H,1,1], this rank's folded state
         /// per piece [P,B,H,Dk,Dv]: causal forward, the exclusive prefix P; causal backward, the exclusive suffix G;
@@ -203,7 +200,7 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
                 // Alg. 2 step 4: O_t = O_intra + Q_t P_t, the inter-block terms of O_intra fused with Q_t P_t
                 outputs[p] = Kernel.StateOutput(qs[p], seen[p], lambda, block, addTo: diagonal[p], segments[p]); // [B,H,C_p,Dv]
             }
-            var output = Lasp2Call.Join(outputs);                                            // [B,H,C,Dv]
+            var output = SequenceLayout.JoinLocalPieces(outputs);                            // [B,H,C,Dv]
 
             // Alg. 2 step 4: cache P_t (inside the states seen), the summaries and the gammas for backward
             var saved = new Saved(q, k, v, allGammas, states.Select(s => s.Total).ToArray(), seen);
@@ -253,9 +250,9 @@ public sealed class Lasp2Attention : ISequenceParallelAttention, IOverlapReporti
                 Kernel.KeyStateGradients(ks[p], vs[p], leaving, lambda, block, addTo: (diagonal[p].DK, diagonal[p].DV), segments[p]);
             }
             return [null!,
-                    Lasp2Call.Join(diagonal.Select(d => d.DQ).ToList()).MoveToOuterDisposeScope(), // [B,H,C,Dk]
-                    Lasp2Call.Join(diagonal.Select(d => d.DK).ToList()).MoveToOuterDisposeScope(), // [B,H,C,Dk]
-                    Lasp2Call.Join(diagonal.Select(d => d.DV).ToList()).MoveToOuterDisposeScope()]; // [B,H,C,Dv]
+                    SequenceLayout.JoinLocalPieces(diagonal.Select(d => d.DQ).ToList()).MoveToOuterDisposeScope(), // [B,H,C,Dk]
+                    SequenceLayout.JoinLocalPieces(diagonal.Select(d => d.DK).ToList()).MoveToOuterDisposeScope(), // [B,H,C,Dk]
+                    SequenceLayout.JoinLocalPieces(diagonal.Select(d => d.DV).ToList()).MoveToOuterDisposeScope()]; // [B,H,C,Dv]
         }
     }
 }

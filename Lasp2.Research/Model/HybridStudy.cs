@@ -51,7 +51,11 @@ public static class HybridStudy
     public static DataFrame Summary(IReadOnlyList<Run> runs)
     {
         var groups = Patterns.Select(p => runs.Where(r => r.Pattern == p).ToList()).ToList();
-        double Std(IReadOnlyList<double> x) => Math.Sqrt(x.Sum(v => (v - x.Average()) * (v - x.Average())) / (x.Count - 1));
+        static double Std(IReadOnlyList<double> x)
+        {
+            double mean = x.Average();
+            return Math.Sqrt(x.Sum(v => (v - mean) * (v - mean)) / (x.Count - 1));
+        }
         return new DataFrame(
             new StringDataFrameColumn("pattern", Patterns),
             new StringDataFrameColumn("softmax_layers", Patterns.Select(p => $"{p.Count(c => c == 'N')} of {p.Length}")),
@@ -100,10 +104,14 @@ public static class HybridStudy
     public static double GapClosed(IReadOnlyDictionary<string, double> loss, string pattern) =>
         (loss["LLLL"] - loss[pattern]) / (loss["LLLL"] - loss["NNNN"]) + 0.0;   // + 0.0: no "-0" for LLLL itself
 
+    /// <summary>The mean held-out loss of each pattern over its seeds.</summary>
+    public static IReadOnlyDictionary<string, double> HeldOutMeans(IReadOnlyList<Run> runs) =>
+        Patterns.ToDictionary(p => p, p => runs.Where(r => r.Pattern == p).Average(r => r.HeldOut));
+
     /// <summary>Ours next to the paper: held-out mean, the gap it closes, the paper's loss and its gap closed.</summary>
     public static DataFrame Comparison(IReadOnlyList<Run> runs, IReadOnlyDictionary<string, double> published)
     {
-        var ours = Patterns.ToDictionary(p => p, p => runs.Where(r => r.Pattern == p).Average(r => r.HeldOut));
+        var ours = HeldOutMeans(runs);
         return new DataFrame(
             new StringDataFrameColumn("pattern", Patterns),
             new DoubleDataFrameColumn("ours_held_out", Patterns.Select(p => ours[p])),
