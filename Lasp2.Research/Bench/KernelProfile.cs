@@ -11,7 +11,7 @@ namespace Lasp2.Research.Bench;
 /// Where the chunked kernel's time and memory go: each phase of Kernels/ChunkedLinearAttention (causal,
 /// lambda = 1) timed alone in thread-CPU time on the calling thread (run it with 1 libtorch thread), with its
 /// peak resident-memory increase and what it leaves alive, both in units of one [B,H,N,D] tensor; then the
-/// block products alone, the ceiling libtorch reaches on these shapes; the first row is the whole layer (forward and
+/// block products alone, as the kernel calls them (one bmm per segment of blocks), the ceiling libtorch reaches on these shapes; the first row is the whole layer (forward and
 /// backward with the states kept, the benchmark's caching policy) with its GFLOP/s in the benchmark's flop convention.
 /// Used by `lasp2 bench --profile`.
 /// </summary>
@@ -37,9 +37,21 @@ public static class KernelProfile
         var lambda = Enumerable.Repeat(1.0, heads).ToArray();
         var forward = Kernel.ForwardStates(k, v, lambda, blockSize, causal: true);
         var backward = Kernel.BackwardStates(q, dO, lambda, blockSize, causal: true);
-        long blocks = seqLen / blockSize;
-        var (qb, kb) = (q.view(batch, heads, blocks, blockSize, dim), k.view(batch, heads, blocks, blockSize, dim));
-        var (states, scores) = (Random(batch, heads, blocks, dim, dim), Random(batch, heads, blocks, blockSize, blockSize));
+        long blocks = batch * heads * seqLen / blockSize;
+        var (qb, kb) = (q.view(blocks, blockSize, dim), k.view(blocks, blockSize, dim));                 // [B*H*nb,L,D]
+        var (states, scores) = (Random(blocks, dim, dim), Random(blocks, blockSize, blockSize));
+        // A block product as the kernel calls it: one bmm per segment of n blocks, its result freed before the next.
+        long group = Kernel.BlocksPerSegment(blockSize, dim);
+        object Segmented(Func<Tensor, Tensor, Tensor> product, Tensor a, Tensor b)
+        {
+            for (long first = 0; first < blocks; first += group)
+            {
+                using var segment = NewDisposeScope();
+                long n = Math.Min(group, blocks - first);
+                product(a.narrow(0, first, n), b.narrow(0, first, n));
+            }
+            return group;
+        }
         double rows = (double)batch * heads, stateFlops = rows * 2.0 * seqLen * dim * dim, blockFlops = rows * 2.0 * seqLen * blockSize * dim;
 
         double layerFlops = FlopCount.ForwardBackward(FlopAlgorithm.ChunkedLinear, new BenchShape(batch, heads, heads, seqLen, dim, blockSize, true, 1));
@@ -56,10 +68,10 @@ public static class KernelProfile
             ("backward: Kernel.Backward (states kept)", double.NaN, () => Kernel.Backward(q, k, v, dO, null, blockSize, true, seen: forward.Blocks)),
             ("backward: BackwardStates", double.NaN, () => Kernel.BackwardStates(q, dO, lambda, blockSize, true)),
             ("backward: IntraGradients", double.NaN, () => Kernel.IntraGradients(q, k, v, dO, forward, backward, lambda, blockSize)),
-            ("product alone: K_b^T V_b", stateFlops, () => kb.transpose(-2, -1).matmul(kb)),
-            ("product alone: Q_b S_{b-1}", stateFlops, () => qb.matmul(states)),
-            ("product alone: Q_b K_b^T", blockFlops, () => qb.matmul(kb.transpose(-2, -1))),
-            ("product alone: A_b V_b", blockFlops, () => scores.matmul(kb)),
+            ("product alone: K_b^T V_b", stateFlops, () => Segmented((a, b) => a.transpose(1, 2).bmm(b), kb, kb)),
+            ("product alone: Q_b S_{b-1}", stateFlops, () => Segmented((a, b) => a.bmm(b), qb, states)),
+            ("product alone: Q_b K_b^T", blockFlops, () => Segmented((a, b) => a.bmm(b.transpose(1, 2)), qb, kb)),
+            ("product alone: A_b V_b", blockFlops, () => Segmented((a, b) => a.bmm(b), scores, kb)),
         };
         double tensorBytes = (double)batch * heads * seqLen * dim * (dtype == ScalarType.Float64 ? 8 : 4);
         var measured = phases.Select(p => (p.Name, p.Flops, Measure(p.Run, repetitions))).ToList();

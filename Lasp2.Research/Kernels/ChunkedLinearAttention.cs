@@ -12,7 +12,7 @@ namespace Lasp2.Research.Kernels;
 /// blocks are processed in segments of one (batch, head) row, n blocks of at most about 2^20 elements per
 /// temporary: each segment is a contiguous [n,L,D] view, so its products are single batched bmm calls that
 /// read the inputs in place, and the largest temporary is [n,L,L] (never C x C, bounded whatever C is). Block
-/// states are folded over all blocks at once (StatePrefix: one cumsum without decay). A head with lambda = 1
+/// states are folded in place (StatePrefix: one in-place update per block, no second states tensor). A head with lambda = 1
 /// skips every decay factor. With W = 1 and no initial state this is plain single-device chunked linear attention.
 ///
 /// Causal, local index i in the shard, block b with in-block index i' and length L (docs/algorithms.md, "Single-device forms", form 4):
@@ -107,8 +107,8 @@ public static class ChunkedLinearAttention
         using var scope = NewDisposeScope();
         // s_b = sum_j lambda^(L-1-j) k_j^T v_j;  S_b = lambda^L S_{b-1} + s_b: entering states and the summary m
         var (summaries, gammas) = BlockSummaries(k, v, lambda, blockSize, keySide: true, segments);
-        var (prefixes, total) = StatePrefix.Exclusive(summaries, gammas, dim: 2);
-        return new BlockStates(prefixes.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
+        var total = StatePrefix.ExclusiveInPlace(summaries, gammas, dim: 2);  // summaries -> entering states
+        return new BlockStates(summaries.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
     }
 
     /// <summary>
@@ -121,7 +121,7 @@ public static class ChunkedLinearAttention
     {
         ComputeMeter.Add(PhaseFlops.DiagonalForward(q.shape[0] * q.shape[1], q.shape[2], k.shape[3], v.shape[3], blockSize, states.Blocks is not null));
         if (states.Blocks is null) return q.matmul(states.Total);                            // Alg. 1: Q_t M_t
-        var output = empty(q.shape[0], q.shape[1], q.shape[2], v.shape[3], dtype: q.dtype, device: q.device);
+        var output = TensorPool.Empty([q.shape[0], q.shape[1], q.shape[2], v.shape[3]], q.dtype, q.device);
         var decays = new BlockDecays(lambda, blockSize, q, segments);
         foreach (var segment in Segments(q, v.shape[3], blockSize))
         {
@@ -177,7 +177,7 @@ public static class ChunkedLinearAttention
     public static Tensor StateOutput(Tensor q, Tensor seen, double[] lambda, int blockSize, Tensor? addTo = null, Tensor? segments = null)
     {
         ComputeMeter.Add(PhaseFlops.StateProduct(q.shape[0] * q.shape[1], q.shape[2], q.shape[3], seen.shape[^1]));
-        var output = addTo ?? zeros(q.shape[0], q.shape[1], q.shape[2], seen.shape[^1], dtype: q.dtype, device: q.device);
+        var output = addTo ?? TensorPool.Empty([q.shape[0], q.shape[1], q.shape[2], seen.shape[^1]], q.dtype, q.device).zero_();
         if (seen.dim() == 4)
         {
             using var unmasked = NewDisposeScope();
@@ -209,10 +209,8 @@ public static class ChunkedLinearAttention
         using var scope = NewDisposeScope();
         // d_b = sum_i lambda^(i'+1) q_i^T do_i;  dS_{b-1} = lambda^L dS_b + d_b: leaving gradients and dm
         var (summaries, gammas) = BlockSummaries(q, dO, lambda, blockSize, keySide: false, segments, into);
-        var (suffixes, total) = StatePrefix.ExclusiveSuffix(summaries, gammas, dim: 2);
-        if (into is null) return new BlockStates(suffixes.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
-        into.copy_(suffixes);
-        return new BlockStates(into, total.MoveToOuterDisposeScope());
+        var total = StatePrefix.ExclusiveSuffixInPlace(summaries, gammas, dim: 2); // summaries -> leaving gradients
+        return new BlockStates(into ?? summaries.MoveToOuterDisposeScope(), total.MoveToOuterDisposeScope());
     }
 
     /// <summary>
@@ -235,7 +233,7 @@ public static class ChunkedLinearAttention
                     v.matmul(backward.Total.transpose(-2, -1)).MoveToOuterDisposeScope(),
                     k.matmul(backward.Total).MoveToOuterDisposeScope());
         }
-        var (dq, dk, dv) = (addToDQ ?? Like(q), Like(k), Like(v));
+        var (dq, dk, dv) = (addToDQ ?? TensorPool.EmptyLike(q), TensorPool.EmptyLike(k), TensorPool.EmptyLike(v));
         var decays = new BlockDecays(lambda, blockSize, q, segments);
         foreach (var segment in Segments(q, v.shape[3], blockSize))
         {
@@ -283,7 +281,7 @@ public static class ChunkedLinearAttention
             var product = dO.matmul(entering.transpose(-2, -1));                              // dO P^T [B,H,C,Dk]
             return addTo is null ? product.MoveToOuterDisposeScope() : addTo.PlusInPlace(product);
         }
-        var dq = addTo ?? empty(dO.shape[0], dO.shape[1], dO.shape[2], entering.shape[^2], dtype: dO.dtype, device: dO.device);
+        var dq = addTo ?? TensorPool.Empty([dO.shape[0], dO.shape[1], dO.shape[2], entering.shape[^2]], dO.dtype, dO.device);
         var decays = new BlockDecays(lambda, blockSize, dO, segments);
         foreach (var segment in Segments(dO, entering.shape[^2], blockSize))
         {
@@ -304,7 +302,7 @@ public static class ChunkedLinearAttention
                                                            (Tensor DK, Tensor DV)? addTo = null, Tensor? segments = null)
     {
         ComputeMeter.Add(2 * PhaseFlops.StateProduct(k.shape[0] * k.shape[1], k.shape[2], k.shape[3], v.shape[3]));
-        var (dk, dv) = addTo ?? (zeros(k.shape, dtype: k.dtype, device: k.device), zeros(v.shape, dtype: v.dtype, device: v.device)); // [B,H,C,Dk], [B,H,C,Dv]
+        var (dk, dv) = addTo ?? (TensorPool.EmptyLike(k).zero_(), TensorPool.EmptyLike(v).zero_());                // [B,H,C,Dk], [B,H,C,Dv]
         if (leaving.dim() == 4)
         {
             using var unmasked = NewDisposeScope();
@@ -404,7 +402,7 @@ public static class ChunkedLinearAttention
                                                             Tensor? segments, Tensor? into = null)
     {
         long n = a.shape[2], full = n / blockSize, tail = n % blockSize;
-        var summaries = into ?? empty([a.shape[0], a.shape[1], full + (tail > 0 ? 1 : 0), a.shape[3], b.shape[3]], dtype: a.dtype, device: a.device);
+        var summaries = into ?? TensorPool.Empty([a.shape[0], a.shape[1], full + (tail > 0 ? 1 : 0), a.shape[3], b.shape[3]], a.dtype, a.device);
         var decays = new BlockDecays(lambda, blockSize, a, segments);
         foreach (var segment in Segments(a, b.shape[3], blockSize))
         {
@@ -432,14 +430,17 @@ public static class ChunkedLinearAttention
     /// </summary>
     const long SegmentElements = 1L << 20;
 
+    /// <summary>Blocks per segment: its largest temporary ([n,L,L], [n,L,D] or [n,D,D]) stays within <see cref="SegmentElements"/>.</summary>
+    public static long BlocksPerSegment(long blockSize, long dim) =>
+        Math.Max(1, SegmentElements / Math.Max(blockSize * blockSize, Math.Max(blockSize, dim) * dim));
+
     /// <summary>
     /// Segments of one (batch, head) row at a time, so each is a contiguous [n,L,D] view of the [B,H,C,D] tensor and the
     /// batched products (bmm) read it in place. The grouping does not change which block sees what; indices stay global.
     /// </summary>
     static IEnumerable<Segment> Segments(Tensor like, long valueDim, long blockSize)
     {
-        long n = like.shape[2], dim = Math.Max(like.shape[3], valueDim);
-        long group = Math.Max(1, SegmentElements / Math.Max(blockSize * blockSize, Math.Max(blockSize, dim) * dim));
+        long n = like.shape[2], group = BlocksPerSegment(blockSize, Math.Max(like.shape[3], valueDim));
         long full = n / blockSize;
         for (long b = 0; b < like.shape[0]; b++)
             for (long h = 0; h < like.shape[1]; h++)
@@ -462,9 +463,6 @@ public static class ChunkedLinearAttention
 
     /// <summary>[B,H,nb,Dk,Dv] -> the segment's block states [n,Dk,Dv].</summary>
     static Tensor StateRows(Tensor states, Segment s) => states.select(0, s.Batch).select(0, s.Head).narrow(0, s.First, s.Count);
-
-    /// <summary>A new contiguous tensor of x's shape (gradients are written segment by segment through views).</summary>
-    static Tensor Like(Tensor x) => empty(x.shape, dtype: x.dtype, device: x.device);
 
     /// <summary>
     /// The decay factors of one call, per head and block length (full blocks, tail): D_L (lambda^(i-j) on and below the
