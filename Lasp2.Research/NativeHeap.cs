@@ -17,6 +17,8 @@ namespace Lasp2.Research;
 /// keeps its temporaries far below that (Kernels/ChunkedLinearAttention, segments); a single result tensor above
 /// 64 MiB made on such a thread still faults in fresh pages. The CLI closes that gap by starting itself with
 /// <see cref="StartupVariables"/> set (the same settings, read at start, one arena for every thread).
+/// Even so, one heap fragments when large and small blocks interleave, so the kernel's large tensors come from
+/// <see cref="TensorPool"/> instead (on exactly when these settings are).
 /// Skipped when the user configured glibc's allocator (MALLOC_*_ or GLIBC_TUNABLES set) or when
 /// LASP2_NATIVE_HEAP=default asks for glibc's defaults (for measuring the difference). No-op off glibc.
 /// </summary>

@@ -6,14 +6,13 @@ namespace Lasp2.PropertyTests;
 
 /// <summary>
 /// Steady-state iterations of the chunked kernel (forward + hand-written backward, causal, fp32) must not fault in
-/// fresh pages in proportion to N: the freed memory of one iteration is reused by the next instead of being returned to
-/// the kernel and zero-filled again (NativeHeap, StartupHeap). Counted in minor page faults (getrusage), which machine
-/// load does not change; no timing. Runs `lasp2 bench` as a child, as a user starts it, because glibc takes its
-/// allocator settings at process start: the median faults per iteration after warm-up at N and 4N must stay far below
-/// the pages of one [B,H,4N,d] tensor and must not grow with N. With glibc's defaults (LASP2_NATIVE_HEAP=default) every
-/// tensor above 32 MiB is mmap-ed and unmapped on free, so each iteration faults in several such tensors again.
-/// Ten warm-up iterations: in the first few the one heap still grows until the blocks of an iteration fit in it
-/// (docs/benchmarks.md, "Allocator and page faults"); with five, one run in three still saw one tensor of growth.
+/// fresh pages in proportion to N: the large tensors of one iteration come back from TensorPool's mappings in the next,
+/// and the rest from glibc's tuned heap (NativeHeap, StartupHeap), instead of being returned to the kernel and
+/// zero-filled again. Counted in minor page faults (getrusage), which machine load does not change; no timing. Runs
+/// `lasp2 bench` as a child, as a user starts it, because glibc takes its allocator settings at process start: the
+/// median faults per iteration after one warm-up iteration at N and 4N must stay far below the pages of one [B,H,4N,d]
+/// tensor and must not grow with N. With glibc's defaults (LASP2_NATIVE_HEAP=default: no pool, every tensor above
+/// 32 MiB mmap-ed and unmapped on free) each iteration faults in several such tensors again.
 /// </summary>
 public class PageFaultTests
 {
@@ -35,14 +34,14 @@ public class PageFaultTests
         Assert.All(rows, r => Assert.StartsWith("tuned", Text(r, "native_heap")));       // the allocator the user gets
     }
 
-    /// <summary>`lasp2 bench` of the kernel at the two lengths (10 warm-up, 5 measured iterations): its two rows.</summary>
+    /// <summary>`lasp2 bench` of the kernel at the two lengths (1 warm-up, 5 measured iterations): its two rows.</summary>
     static List<Microsoft.Data.Analysis.DataFrameRow> MeasuredRows()
     {
         string csv = Path.Combine(Path.GetTempPath(), $"lasp2-faults-{Guid.NewGuid():N}.csv");
         try
         {
             var job = TrainCommandTests.Lasp2(["bench", "--methods", "chunked", "--world", "1", "--seq", $"{Short},{Long}",
-                                               "--heads", $"{Heads}", "--dim", $"{Dim}", "--threads", "1", "--warmup", "10",
+                                               "--heads", $"{Heads}", "--dim", $"{Dim}", "--threads", "1", "--warmup", "1",
                                                "--iterations", "5", "--max-seconds", "60", "--peak-size", "64", "--out", csv,
                                                "--charts", "none"]);
             Assert.True(job.ExitCode == 0, $"lasp2 bench exited {job.ExitCode}:\n{job.Output}");
