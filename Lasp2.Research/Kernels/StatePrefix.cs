@@ -48,7 +48,7 @@ public static class StatePrefix
         var total = states.select(dim, count - 1).clone();
         // P_u = I_{u-1}, P_0 = 0: shifted up by one, from the end
         for (long u = count - 1; u > 0; u--) states.narrow(dim, u, 1).copy_(states.narrow(dim, u - 1, 1));
-        states.narrow(dim, 0, 1).zero_();
+        states.narrow(dim, 0, 1).Fill(0);                   // not zero_: autograd cannot differentiate the aten::zeros it records
         return total.MoveToOuterDisposeScope();
     }
 
@@ -82,7 +82,7 @@ public static class StatePrefix
         var total = grads.select(dim, 0).clone();
         // G_u = J_{u+1}, G_last = 0: shifted down by one, from the start
         for (long u = 0; u < count - 1; u++) grads.narrow(dim, u, 1).copy_(grads.narrow(dim, u + 1, 1));
-        grads.narrow(dim, count - 1, 1).zero_();
+        grads.narrow(dim, count - 1, 1).Fill(0);
         return total.MoveToOuterDisposeScope();
     }
 
