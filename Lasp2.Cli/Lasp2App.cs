@@ -41,7 +41,7 @@ public static class Lasp2App
         new("comm-selftest", typeof(CommSelfTestCommand), "Check every collective on every rank (MPI job or --in-process N threads).", true),
         new("comm-bench", typeof(CommBenchCommand), "Median AllGather latency of a 16 KiB state and of 16 MiB per rank.", true),
         new("time-layer", typeof(TimeLayerCommand), "Time one layer fwd+bwd: a method on W in-process ranks vs the single-device chunked kernel.", true),
-        new("scalar-stress", typeof(ScalarStressCommand), "Softmax methods at W = 8 and masked fills under forced garbage collections (run with DOTNET_TieredCompilation=0).", true),
+        new("scalar-stress", typeof(ScalarStressCommand), "Softmax methods at W = 8, masked fills and unscoped AllGather-CP ranks under forced garbage collections (run with DOTNET_TieredCompilation=0).", true),
     ];
 
     /// <summary>

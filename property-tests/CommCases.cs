@@ -15,8 +15,11 @@ public sealed record CommCase(int WorldSize, ScalarType Dtype, long[] Shape, int
     public override string ToString() => $"W={WorldSize} {Dtype} [{string.Join(",", Shape)}] root={Root} seed={Seed}";
 
     /// <summary>Rank <paramref name="rank"/>'s input of shape <paramref name="shape"/> (default <see cref="Shape"/>).</summary>
-    public Tensor Input(int rank, long[]? shape = null) =>
-        randn(shape ?? Shape, dtype: float64, generator: new Generator((ulong)Seed * 131 + (ulong)rank)).to(Dtype);
+    public Tensor Input(int rank, long[]? shape = null)
+    {
+        using var generator = new Generator((ulong)Seed * 131 + (ulong)rank);   // using: alive until randn returned (rank threads)
+        return randn(shape ?? Shape, dtype: float64, generator: generator).to(Dtype);
+    }
 
     /// <summary>Every rank's input, in rank order.</summary>
     public Tensor[] Inputs(long[]? shape = null) => Enumerable.Range(0, WorldSize).Select(rank => Input(rank, shape)).ToArray();

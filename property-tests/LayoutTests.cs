@@ -14,7 +14,8 @@ public class LayoutTests
     public void ShardThenUnshardIsTheIdentity(LayoutCase c)
     {
         using var scope = NewDisposeScope();
-        var x = randn([2, 3, c.Seq, c.Dim], dtype: float64, generator: new Generator((ulong)c.Seed));
+        using var generator = new Generator((ulong)c.Seed);   // using: alive until randn returned
+        var x = randn([2, 3, c.Seq, c.Dim], dtype: float64, generator: generator);
         var shards = SequenceLayout.Shard(x, c.WorldSize, c.Layout);
         Assert.Equal(c.WorldSize, shards.Length);
         Assert.All(shards, s => Assert.Equal(c.Seq / c.WorldSize, s.shape[2]));

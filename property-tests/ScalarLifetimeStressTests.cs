@@ -5,13 +5,16 @@ using Xunit;
 namespace Lasp2.PropertyTests;
 
 /// <summary>
-/// The Scalar lifetime race, reproduced in a child process. A TorchSharp Scalar made implicitly from a C# number
-/// is unreachable once its handle is passed to native code; a collection on another thread can then finalize (free)
-/// it while libtorch still reads it: "Expected false to be true" from c10::Scalar::toDouble, or a wrong value.
+/// The native-object lifetime race, reproduced in a child process. A TorchSharp Scalar made implicitly from a C# number,
+/// or a tensor no dispose scope holds, is unreachable once its handle is passed to native code; a collection on another
+/// thread can then finalize (free) it while libtorch still reads it: "Expected false to be true" from
+/// c10::Scalar::toDouble, a wrong value, or a segfault (exit code 139) in libtorch_cpu.so on a rank thread.
 /// The window exists only in fully optimised code, which in this test host is hidden by tiered compilation (tier-0
 /// code keeps locals alive to the end of the method). So the test starts `lasp2 scalar-stress` with tiered
-/// compilation off and a forced-collection thread: the softmax methods at W = 8 and concurrent masked fills,
-/// through the library's own code. With one call site back on an implicit Scalar it fails (e.g. 80 of 80 fills).
+/// compilation off and a forced-collection thread: the softmax methods at W = 8, concurrent masked fills and
+/// AllGather-CP forwards on rank bodies that open no dispose scope, through the library's own code. With one call site
+/// back on an implicit Scalar it fails (e.g. 80 of 80 fills); with rank bodies run outside a scope
+/// (ProcessGroups.Rooted removed) the child dies in libtorch's unbind (exit code 139).
 /// </summary>
 public class ScalarLifetimeStressTests
 {
@@ -21,10 +24,10 @@ public class ScalarLifetimeStressTests
     static readonly TimeSpan Limit = TimeSpan.FromSeconds(180);
 
     [Fact]
-    public async Task SoftmaxMethodsAndMaskedFillsSurviveForcedCollectionsInFullyOptimisedCode()
+    public async Task SoftmaxMethodsMaskedFillsAndUnscopedRanksSurviveForcedCollectionsInFullyOptimisedCode()
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in new[] { Lasp2Dll, "scalar-stress", "--repeats", "1", "--masked-fills", "40" }) start.ArgumentList.Add(argument);
+        foreach (var argument in new[] { Lasp2Dll, "scalar-stress", "--repeats", "1", "--masked-fills", "40", "--unscoped-runs", "20" }) start.ArgumentList.Add(argument);
         start.Environment["TERM"] = "dumb";
         start.Environment["DOTNET_TieredCompilation"] = "0";                             // optimise every method on first call
         start.Environment["DOTNET_TC_QuickJitForLoops"] = "0";
@@ -44,8 +47,9 @@ public class ScalarLifetimeStressTests
         }
         string text = await output + await error;
         Assert.True(process.ExitCode == 0, $"scalar-stress exited {process.ExitCode}:\n{text}");
-        var summary = Regex.Match(text, @"(\d+) checks of .* and (\d+) masked fills under forced collections: 0 failed");
+        var summary = Regex.Match(text, @"(\d+) checks of .*, (\d+) masked fills and (\d+) unscoped AllGather-CP runs under forced collections: 0 failed");
         Assert.True(summary.Success, $"no summary line:\n{text}");
-        Assert.True(int.Parse(summary.Groups[1].Value) > 0 && int.Parse(summary.Groups[2].Value) == 80, text);
+        Assert.True(int.Parse(summary.Groups[1].Value) > 0 && int.Parse(summary.Groups[2].Value) == 80 &&
+                    int.Parse(summary.Groups[3].Value) == 20, text);
     }
 }

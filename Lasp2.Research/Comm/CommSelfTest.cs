@@ -37,8 +37,11 @@ public static class CommSelfTest
         public int Checks { get; private set; }
 
         /// <summary>Rank r's input to check number <paramref name="check"/>.</summary>
-        static Tensor Input(int check, int r, long[] shape, ScalarType dtype) =>
-            randn(shape, dtype: float64, generator: new Generator((ulong)(check * 1009 + r))).to(dtype);
+        static Tensor Input(int check, int r, long[] shape, ScalarType dtype)
+        {
+            using var generator = new Generator((ulong)(check * 1009 + r));   // using: alive until randn returned (TorchSharp does not keep it alive across the call)
+            return randn(shape, dtype: float64, generator: generator).to(dtype);
+        }
 
         Tensor[] All(int check, long[] shape, ScalarType dtype) =>
             Enumerable.Range(0, w).Select(r => Input(check, r, shape, dtype)).ToArray();

@@ -49,7 +49,7 @@ public static class ProcessGroups
         int code;
         try
         {
-            code = body(world);
+            code = Rooted(() => body(world));
         }
         catch (Exception error)
         {
@@ -67,6 +67,7 @@ public static class ProcessGroups
     /// one <see cref="RankFailedException"/> naming the first rank that failed (its error is the inner exception).
     /// A collective that waits longer than <paramref name="timeout"/> (default <see cref="DefaultTimeout"/>) fails
     /// with a <see cref="CommTimeoutException"/> naming the collective and the ranks that did not arrive.
+    /// Every tensor a body makes outside its own dispose scopes stays alive until the body returns (see <see cref="Rooted{T}"/>).
     /// </summary>
     /// <param name="worldSize">Number of ranks W, 1..1024.</param>
     /// <param name="body">The program of one rank; results it returns are owned by the caller.</param>
@@ -92,7 +93,7 @@ public static class ProcessGroups
             {
                 if (threadsPerRank is int threads) set_num_threads(threads);
                 using var group = new InProcessGroup(world, worldGroup, members, rank);
-                results[rank] = body(group);
+                results[rank] = Rooted(() => body(group));
                 world.Exit(rank);
             }
             catch (Exception error)
@@ -118,6 +119,30 @@ public static class ProcessGroups
     {
         ArgumentNullException.ThrowIfNull(body);
         RunInProcess(worldSize, group => { body(group); return 0; }, timeout, threadsPerRank);
+    }
+
+    /// <summary>
+    /// Runs a rank body inside a dispose scope that holds every tensor the body makes outside its own scopes until it
+    /// returns, then lets go of them undisposed (whatever the body returns belongs to the caller; the rest is left to
+    /// the finalizer, as without a scope). Why: TorchSharp passes libtorch only a tensor's raw handle and does not keep
+    /// the managed tensor alive across the native call (no GC.KeepAlive, TorchSharp 0.107), and the library is compiled
+    /// optimised, where a temporary is unreachable once its handle is read. A tensor no scope holds (under a rank body
+    /// without a scope, e.g. AllGather-CP's gathered keys and values during their unbind(0), or the cat inside
+    /// SequenceLayout.ShardOf during its clone) can then be finalized by a collection another rank thread started while
+    /// libtorch still reads it: a freed at::Tensor, and the process dies (a segfault in libtorch_cpu.so on a "lasp2 rank" thread).
+    /// </summary>
+    static T Rooted<T>(Func<T> body)
+    {
+        var scope = NewDisposeScope();
+        try
+        {
+            return body();
+        }
+        finally
+        {
+            scope.Detach(scope.DisposablesView);
+            scope.Dispose();
+        }
     }
 
     /// <summary>A group of one rank on the calling thread: the single-device case of every distributed path.</summary>

@@ -154,7 +154,7 @@ public static class DistributedChecks
     /// <summary>The same global q, k, v, dO on every rank, from the seed.</summary>
     static Dictionary<string, Tensor> Inputs(DistributedCheckConfig c, AttentionKind kind)
     {
-        var generator = new Generator((ulong)c.Seed);
+        using var generator = new Generator((ulong)c.Seed);  // using: alive until the last randn returned (TorchSharp does not keep it alive across the native call)
         Tensor Random(long heads, long dim) => randn([c.Batch, heads, c.Seq, dim], dtype: c.Dtype, generator: generator);
         long kvHeads = kind == AttentionKind.Softmax ? c.KvHeads : c.Heads;
         long dimV = kind == AttentionKind.Softmax ? c.DimK : c.DimV;                           // softmax: d_v = d_k

@@ -34,7 +34,7 @@ public static class GatedInputs
                                                     double[]? lambda = null)
     {
         ArgumentNullException.ThrowIfNull(recurrence);
-        var generator = new Generator((ulong)seed);
+        using var generator = new Generator((ulong)seed);  // using: alive until the last randn returned (TorchSharp does not keep it alive across the native call)
         Tensor Normal(params long[] shape) => randn(shape, dtype: dtype, generator: generator);
         var q = Normal(batch, heads, seq, dimK);
         var k = Normal(batch, heads, seq, dimK);

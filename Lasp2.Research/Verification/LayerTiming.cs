@@ -100,7 +100,7 @@ public static class LayerTiming
 
     static (Tensor Q, Tensor K, Tensor V, Tensor DO) Inputs(LayerTimingConfig c, long length, int seed)
     {
-        var generator = new Generator((ulong)(1000 + seed));
+        using var generator = new Generator((ulong)(1000 + seed));  // using: alive until the last randn returned (TorchSharp does not keep it alive across the native call)
         Tensor Random() => randn([c.Batch, c.Heads, length, c.Dim], dtype: c.Dtype, generator: generator).Times(1.0 / Math.Sqrt(c.Dim));
         return (Random(), Random(), Random(), Random());
     }

@@ -23,7 +23,7 @@ public static class ReferenceChecks
     public static IReadOnlyList<CheckResult> Run(ReferenceCheckConfig config)
     {
         using var scope = NewDisposeScope();
-        var generator = new Generator((ulong)config.Seed);
+        using var generator = new Generator((ulong)config.Seed);  // using: alive until the last randn returned (TorchSharp does not keep it alive across the native call)
         Tensor Random(params long[] shape) => randn(shape, dtype: config.Dtype, generator: generator);
         var (b, h, n) = ((long)config.Batch, (long)config.Heads, (long)config.Seq);
         var q = Random(b, h, n, config.DimK);
