@@ -18,7 +18,7 @@ namespace Lasp2.Research;
 /// 64 MiB made on such a thread still faults in fresh pages. The CLI closes that gap by starting itself with
 /// <see cref="StartupVariables"/> set (the same settings, read at start, one arena for every thread).
 /// Even so, one heap fragments when large and small blocks interleave, so the kernel's large tensors come from
-/// <see cref="TensorPool"/> instead (on exactly when these settings are).
+/// <see cref="TensorPool"/> instead (on unless <see cref="OptedOut"/>, also where the environment configures malloc).
 /// Skipped when the user configured glibc's allocator (MALLOC_*_ or GLIBC_TUNABLES set) or when
 /// LASP2_NATIVE_HEAP=default asks for glibc's defaults (for measuring the difference). No-op off glibc.
 /// </summary>
@@ -56,6 +56,9 @@ public static partial class NativeHeap
     /// </summary>
     public static string State { get; private set; } = "default: not loaded";
 
+    /// <summary>LASP2_NATIVE_HEAP=default: glibc's allocator as it comes, and no <see cref="TensorPool"/> (for measuring the difference).</summary>
+    public static bool OptedOut => Environment.GetEnvironmentVariable("LASP2_NATIVE_HEAP") == "default";
+
     /// <summary>Runs once when the assembly is loaded (a library initializer on purpose: every host of the library needs it).</summary>
 #pragma warning disable CA2255
     [ModuleInitializer]
@@ -65,7 +68,7 @@ public static partial class NativeHeap
     static string Apply()
     {
         if (!OperatingSystem.IsLinux()) return "default: not Linux";
-        if (Environment.GetEnvironmentVariable("LASP2_NATIVE_HEAP") == "default") return "default: LASP2_NATIVE_HEAP=default";
+        if (OptedOut) return "default: LASP2_NATIVE_HEAP=default";
         if (StartupVariables.All(v => Environment.GetEnvironmentVariable(v.Key) == v.Value)) return "tuned at start";
         if (Environment.GetEnvironmentVariable("GLIBC_TUNABLES") is not null
             || Environment.GetEnvironmentVariables().Keys.Cast<string>().Any(k => k.StartsWith("MALLOC_", StringComparison.Ordinal) && k.EndsWith('_')))

@@ -15,8 +15,8 @@ namespace Lasp2.Research;
 /// freed mapping goes back to a free list of its size (libtorch calls <see cref="Release"/> when the last
 /// reference to the storage goes, on whichever thread drops it), so there are no holes to fill.
 /// Mappings ask for transparent huge pages (a first touch faults 2 MiB at once where the system allows it).
-/// Free mappings beyond <see cref="KeepBytes"/> are returned to the system. Off (plain <c>empty</c>) where the
-/// native heap is left at glibc's defaults (<see cref="NativeHeap.State"/>) and off Linux.
+/// Free mappings beyond <see cref="KeepBytes"/> are returned to the system. Off (plain <c>empty</c>) with
+/// LASP2_NATIVE_HEAP=default (<see cref="NativeHeap.OptedOut"/>) and off Linux; on whatever the MALLOC_* settings.
 /// Written by hand: libtorch's CPU allocator has no cache, and TorchSharp exposes no allocator hook; this uses
 /// TorchSharp's own from_blob entry (a tensor over given memory with a release callback).
 /// </summary>
@@ -31,7 +31,7 @@ public static unsafe partial class TensorPool
     /// <summary>Free pooled memory kept for reuse, at most: the native heap's keep size.</summary>
     public static long KeepBytes => NativeHeap.KeepBytes;
 
-    static readonly bool Enabled = OperatingSystem.IsLinux() && NativeHeap.State.StartsWith("tuned", StringComparison.Ordinal);
+    static readonly bool Enabled = OperatingSystem.IsLinux() && !NativeHeap.OptedOut;
     static readonly Lock Gate = new();
     static readonly Dictionary<long, Stack<nint>> Free = [];      // mapping size -> free mappings
     static readonly Dictionary<nint, long> Sizes = [];            // every live mapping -> its size
