@@ -211,7 +211,6 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         var table = new Table().Title($"{Markup.Escape(m.Cpu)}, {m.Cores} cores, {m.MemoryBytes / (1L << 30)} GiB; {Markup.Escape(m.Os)}; {Markup.Escape(m.DotNet)}; TorchSharp {m.TorchSharp}, libtorch {m.LibTorch}")
             .AddColumns("dtype", "threads", "n", "libtorch matmul peak GFLOP/s");
         foreach (var p in run.Peaks) table.AddRow(p.Dtype.ToString(), p.Threads.ToString(CultureInfo.InvariantCulture), p.Size.ToString(CultureInfo.InvariantCulture), p.GflopsPerSecond.ToString("0.0", CultureInfo.InvariantCulture));
-        table.Caption($"published physical fp32 ceiling of the project's 2-core AVX-512 machines (OpenBLAS, platform.md): {MatmulPeak.PublishedPhysicalFp32Gflops} GFLOP/s");
         return table;
     }
 

@@ -75,7 +75,6 @@ public static class BenchCsv
         Number("peak_fp32_2t_gflops", r => Peak(r, TorchSharp.torch.ScalarType.Float32, 2)),
         Number("peak_fp64_1t_gflops", r => Peak(r, TorchSharp.torch.ScalarType.Float64, 1)),
         Number("peak_fp64_2t_gflops", r => Peak(r, TorchSharp.torch.ScalarType.Float64, 2)),
-        Number("published_physical_fp32_gflops", _ => MatmulPeak.PublishedPhysicalFp32Gflops),
         Text("cpu", r => r.Context.Machine.Cpu),
         Number("cores", r => r.Context.Machine.Cores),
         Number("memory_bytes", r => r.Context.Machine.MemoryBytes),

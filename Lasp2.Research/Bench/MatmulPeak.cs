@@ -14,12 +14,6 @@ public sealed record PeakMeasurement(ScalarType Dtype, int Threads, int Size, do
 /// </summary>
 public static class MatmulPeak
 {
-    /// <summary>
-    /// Published physical fp32 ceiling of the project's 2-core AVX-512 machines (platform.md: OpenBLAS
-    /// SkylakeX kernels, 2 threads), for comparison; libtorch's bundled MKL reached about half of it there.
-    /// </summary>
-    public const double PublishedPhysicalFp32Gflops = 420;
-
     /// <summary>Measures every (dtype, threads) pair; restores the previous thread count.</summary>
     /// <param name="threads">Intra-op thread counts to measure (each &gt;= 1).</param>
     /// <param name="size">Matrix side n (&gt;= 64); 2048 by default.</param>
