@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -15,7 +14,7 @@ namespace Lasp2.Research;
 /// freed mapping goes back to a free list of its size (libtorch calls <see cref="Release"/> when the last
 /// reference to the storage goes, on whichever thread drops it), so there are no holes to fill.
 /// Mappings ask for transparent huge pages (a first touch faults 2 MiB at once where the system allows it).
-/// Free mappings beyond <see cref="KeepBytes"/> are returned to the system. Off (plain <c>empty</c>) with
+/// Free mappings beyond <see cref="NativeHeap.KeepBytes"/> are returned to the system. Off (plain <c>empty</c>) with
 /// LASP2_NATIVE_HEAP=default (<see cref="NativeHeap.OptedOut"/>) and off Linux; on whatever the MALLOC_* settings.
 /// Written by hand: libtorch's CPU allocator has no cache, and TorchSharp exposes no allocator hook; this uses
 /// TorchSharp's own from_blob entry (a tensor over given memory with a release callback).
@@ -28,20 +27,11 @@ public static unsafe partial class TensorPool
     /// <summary>Mappings are sized in whole huge pages, so one free list serves every tensor of a size class.</summary>
     const long Granule = 2L << 20;
 
-    /// <summary>Free pooled memory kept for reuse, at most: the native heap's keep size.</summary>
-    public static long KeepBytes => NativeHeap.KeepBytes;
-
     static readonly bool Enabled = OperatingSystem.IsLinux() && !NativeHeap.OptedOut;
     static readonly Lock Gate = new();
     static readonly Dictionary<long, Stack<nint>> Free = [];      // mapping size -> free mappings
     static readonly Dictionary<nint, long> Sizes = [];            // every live mapping -> its size
-    static long freeBytes, mappedBytes;
-
-    /// <summary>Bytes mapped by the pool (in use and free).</summary>
-    public static long MappedBytes { get { lock (Gate) return mappedBytes; } }
-
-    /// <summary>Bytes of free mappings waiting for reuse.</summary>
-    public static long FreeBytes { get { lock (Gate) return freeBytes; } }
+    static long freeBytes;                                        // free mappings kept, at most NativeHeap.KeepBytes
 
     /// <summary>
     /// An uninitialised tensor like <c>torch.empty</c>; from the pool when it is on, the device is the CPU and the
@@ -49,7 +39,7 @@ public static unsafe partial class TensorPool
     /// </summary>
     public static Tensor Empty(long[] shape, ScalarType dtype, Device device)
     {
-        long bytes = shape.Aggregate(1L, (a, b) => a * b) * ElementSize(dtype);                // 0: a dtype not pooled
+        long bytes = shape.Aggregate(1L, (a, b) => a * b) * dtype.ElementSize();
         if (!Enabled || device.type != DeviceType.CPU || bytes < MinBytes) return empty(shape, dtype: dtype, device: device);
         long size = (bytes + Granule - 1) / Granule * Granule;
         var data = Take(size);
@@ -80,11 +70,7 @@ public static unsafe partial class TensorPool
         var data = mmap(0, (nuint)size, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
         if (data == -1) throw new OutOfMemoryException($"mmap of {size >> 20} MiB for a pooled tensor failed (errno {Marshal.GetLastPInvokeError()}).");
         madvise(data, (nuint)size, MadvHugePage);                                            // a hint: refused where huge pages are off
-        lock (Gate)
-        {
-            Sizes[data] = size;
-            mappedBytes += size;
-        }
+        lock (Gate) Sizes[data] = size;
         return data;
     }
 
@@ -99,7 +85,7 @@ public static unsafe partial class TensorPool
         lock (Gate)
         {
             size = Sizes[data];
-            if (freeBytes + size <= KeepBytes)
+            if (freeBytes + size <= NativeHeap.KeepBytes)
             {
                 if (!Free.TryGetValue(size, out var free)) Free[size] = free = new Stack<nint>();
                 free.Push(data);
@@ -107,19 +93,9 @@ public static unsafe partial class TensorPool
                 return;
             }
             Sizes.Remove(data);
-            mappedBytes -= size;
         }
         munmap(data, (nuint)size);
     }
-
-    static long ElementSize(ScalarType dtype) => dtype switch
-    {
-        ScalarType.Float64 or ScalarType.Int64 or ScalarType.ComplexFloat32 => 8,
-        ScalarType.Float32 or ScalarType.Int32 => 4,
-        ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Int16 => 2,
-        ScalarType.ComplexFloat64 => 16,
-        _ => 0,
-    };
 
     const int ProtRead = 1, ProtWrite = 2, MapPrivate = 2, MapAnonymous = 0x20, MadvHugePage = 14;
 

@@ -11,8 +11,9 @@ namespace Lasp2.Research.Bench;
 /// Where the chunked kernel's time and memory go: each phase of Kernels/ChunkedLinearAttention (causal,
 /// lambda = 1) timed alone in thread-CPU time on the calling thread (run it with 1 libtorch thread), with its
 /// peak resident-memory increase and what it leaves alive, both in units of one [B,H,N,D] tensor; then the
-/// block products alone, as the kernel calls them (one bmm per segment of blocks), the ceiling libtorch reaches on these shapes; the first row is the whole layer (forward and
-/// backward with the states kept, the benchmark's caching policy) with its GFLOP/s in the benchmark's flop convention.
+/// block products alone, as the kernel calls them (one bmm per segment of blocks), the ceiling libtorch reaches on
+/// these shapes; the first row is the whole layer (forward and backward with the states kept, the benchmark's caching
+/// policy) with its GFLOP/s in the benchmark's flop convention.
 /// Used by `lasp2 bench --profile`.
 /// </summary>
 public static class KernelProfile

@@ -13,8 +13,9 @@ namespace Lasp2.Research.Verification;
 /// on 8 in-process ranks against the reference, (2) two threads call <see cref="Scalars.MaskedFill"/> on a large
 /// tensor, whose native call is long enough for a collection to land inside it, and (3) AllGather-CP runs forward
 /// on 8 ranks whose bodies open no dispose scope (its gathered keys and values are unreachable once their unbind(0)
-/// has read the handle; without the scope every rank body runs in, the process dies in libtorch's unbind). The race needs fully optimised code (the JIT ends a local's lifetime at its last use), so run it
-/// with tiered compilation off: DOTNET_TieredCompilation=0 (ScalarLifetimeStressTests starts it that way).
+/// has read the handle; without the scope every rank body runs in, the process dies in libtorch's unbind). The race
+/// needs fully optimised code (the JIT ends a local's lifetime at its last use), so run it with tiered compilation off:
+/// DOTNET_TieredCompilation=0 (ScalarLifetimeStressTests starts it that way).
 /// </summary>
 public static class ScalarStress
 {
